@@ -1,0 +1,475 @@
+//! The configuration file: its serde types, loading, and validation.
+//!
+//! A user tunes qscale through one file (TOML or YAML, chosen by the file's
+//! extension) with one `[[scaler]]` table per queue/target pair. The file is
+//! read with the `config` crate so that any field can be overridden from the
+//! environment with a `QSCALE__` prefix and `__` as the path separator
+//! (`QSCALE__SERVER__LISTEN=127.0.0.1:9100`).
+//!
+//! Loading is two-phase on purpose: serde catches shape errors (unknown
+//! fields, wrong types, unparsable durations) and stops at the first one, as
+//! serde must; [`Config::validate`] then checks ranges and cross-field rules
+//! and collects *every* problem, each named by its field path
+//! (`scaler[1].policy.max_replicas: must be >= min_replicas (3)`), so a user
+//! fixes a broken file in one round.
+//!
+//! The `///` comments on the fields below are the user reference: they are
+//! what `qscale schema` prints and what docs/configuration.md mirrors.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::PolicyConfig;
+use crate::sources::SourceConfig;
+use crate::targets::TargetConfig;
+
+/// Prefix of environment variables that override file values.
+pub const ENV_PREFIX: &str = "QSCALE";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP server that serves /metrics, /healthz, /readyz and /status.
+    #[serde(default)]
+    pub server: ServerConfig,
+
+    /// Values every scaler inherits unless it sets its own.
+    #[serde(default)]
+    pub defaults: DefaultsConfig,
+
+    /// Leader election among several qscale replicas (Kubernetes Leases).
+    #[serde(default)]
+    pub leader_election: LeaderElectionConfig,
+
+    /// One entry per queue/target pair. In TOML, write `[[scaler]]` tables.
+    #[serde(default, rename = "scaler")]
+    pub scalers: Vec<ScalerConfig>,
+}
+
+/// Settings of the built-in HTTP server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to listen on. Use `127.0.0.1:9090` to keep metrics
+    /// and /status reachable only from the same host or pod (sidecar use).
+    #[serde(default = "default_listen")]
+    #[schemars(with = "String")]
+    pub listen: SocketAddr,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9090))
+}
+
+/// Defaults inherited by every scaler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsConfig {
+    /// How often each scaler samples its queue and decides, e.g. `"15s"`.
+    /// Each poll is jittered by up to 10 % so many scalers do not hit an API
+    /// at the same instant.
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub poll_interval: Duration,
+
+    /// Longest time one sample (all calls to the queue's API) may take before
+    /// it counts as failed, e.g. `"10s"`.
+    #[serde(default = "default_sample_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub sample_timeout: Duration,
+
+    /// Longest time reading or writing the target's replica count may take,
+    /// retries included, e.g. `"10s"`.
+    #[serde(default = "default_actuate_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub actuate_timeout: Duration,
+}
+
+impl Default for DefaultsConfig {
+    fn default() -> Self {
+        DefaultsConfig {
+            poll_interval: default_poll_interval(),
+            sample_timeout: default_sample_timeout(),
+            actuate_timeout: default_actuate_timeout(),
+        }
+    }
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_sample_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_actuate_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Leader election: with several qscale replicas, only the holder of a
+/// Kubernetes Lease changes replica counts; the others keep sampling so a
+/// takeover acts at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderElectionConfig {
+    /// Turn leader election on. Off by default: a single replica actuates.
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// Name of the Lease object (with `shards > 1`, `<lease_name>-<index>`).
+    #[serde(default = "default_lease_name")]
+    pub lease_name: String,
+
+    /// Namespace of the Lease. Default: `$POD_NAMESPACE`, else `default`.
+    #[serde(default)]
+    pub namespace: Option<String>,
+
+    /// How long a Lease is valid without renewal, e.g. `"15s"`.
+    #[serde(default = "default_lease_duration", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub lease_duration: Duration,
+
+    /// The holder gives up (stops actuating) if it could not renew within
+    /// this time, so it stops before the Lease can expire for others.
+    #[serde(default = "default_renew_deadline", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub renew_deadline: Duration,
+
+    /// How often to try to acquire or renew, e.g. `"2s"`.
+    #[serde(default = "default_retry_period", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub retry_period: Duration,
+
+    /// Split scalers into this many shards by a stable hash of their name,
+    /// each with its own Lease, so several replicas share a large fleet.
+    #[serde(default = "default_shards")]
+    pub shards: u32,
+}
+
+impl Default for LeaderElectionConfig {
+    fn default() -> Self {
+        LeaderElectionConfig {
+            enabled: false,
+            lease_name: default_lease_name(),
+            namespace: None,
+            lease_duration: default_lease_duration(),
+            renew_deadline: default_renew_deadline(),
+            retry_period: default_retry_period(),
+            shards: default_shards(),
+        }
+    }
+}
+
+fn default_lease_name() -> String {
+    "qscale".to_string()
+}
+fn default_lease_duration() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_renew_deadline() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_retry_period() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_shards() -> u32 {
+    1
+}
+
+/// One queue and the workers that drain it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScalerConfig {
+    /// Unique name; the `scaler` label of every metric and the key in /status.
+    pub name: String,
+
+    /// Where the work waits.
+    pub source: SourceConfig,
+
+    /// What drains it and gets resized.
+    pub target: TargetConfig,
+
+    /// How to turn what the source sees into a replica count.
+    pub policy: PolicyConfig,
+
+    /// Overrides `defaults.poll_interval` for this scaler.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub poll_interval: Option<Duration>,
+}
+
+impl ScalerConfig {
+    /// The poll interval in force for this scaler.
+    pub fn poll_interval(&self, defaults: &DefaultsConfig) -> Duration {
+        self.poll_interval.unwrap_or(defaults.poll_interval)
+    }
+}
+
+/// Why a configuration could not be used. Each variant's text is one line a
+/// user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The path does not exist or cannot be read.
+    #[error("cannot read config file {path}: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
+    /// The extension is neither TOML nor YAML.
+    #[error("config file {path}: unknown format; use a .toml, .yaml or .yml extension")]
+    UnknownFormat { path: PathBuf },
+    /// The file has no content at all.
+    #[error("config file {path} is empty; add at least one [[scaler]] table")]
+    Empty { path: PathBuf },
+    /// Syntax or shape error reported by the parser or serde.
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// The file parsed but broke one or more rules; every problem is listed.
+    #[error("{}", .0)]
+    Invalid(Problems),
+}
+
+impl ConfigError {
+    /// A bounded label for `qscale_config_reload_failures_total` and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ConfigError::Unreadable { .. } => "unreadable",
+            ConfigError::UnknownFormat { .. } => "unknown_format",
+            ConfigError::Empty { .. } => "empty",
+            ConfigError::Parse { .. } => "parse",
+            ConfigError::Invalid(_) => "invalid",
+        }
+    }
+
+    /// Every problem as its own line, for `qscale check` and reload logs.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            ConfigError::Invalid(p) => p.0.clone(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+/// All validation problems of one file, each `field.path: what to fix`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Problems(pub Vec<String>);
+
+impl Problems {
+    /// Record one problem at a field path.
+    pub fn push(&mut self, path: impl fmt::Display, message: impl fmt::Display) {
+        self.0.push(format!("{path}: {message}"));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.join("\n"))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Toml,
+    Yaml,
+}
+
+fn format_of(path: &Path) -> Option<Format> {
+    match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+        "toml" => Some(Format::Toml),
+        "yaml" | "yml" => Some(Format::Yaml),
+        _ => None,
+    }
+}
+
+impl Config {
+    /// Read, parse, apply `QSCALE__` environment overrides and validate.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Self::from_str_with_env(&text, path, std::env::vars())
+    }
+
+    /// Parse configuration text as if it came from `path` (its extension picks
+    /// the format), with the given environment for overrides, and validate it.
+    pub fn from_str_with_env(
+        text: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let format = format_of(path).ok_or_else(|| ConfigError::UnknownFormat {
+            path: path.to_path_buf(),
+        })?;
+        if text.trim().is_empty() {
+            return Err(ConfigError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
+        let file_format = match format {
+            Format::Toml => config::FileFormat::Toml,
+            Format::Yaml => config::FileFormat::Yaml,
+        };
+        let env: HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        let parse_err = |e: config::ConfigError| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: tidy_parse_message(&e.to_string()),
+        };
+        let layered = config::Config::builder()
+            .add_source(config::File::from_str(text, file_format))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(env)),
+            )
+            .build()
+            .map_err(parse_err)?;
+        let cfg: Config = layered.try_deserialize().map_err(parse_err)?;
+        cfg.validate().map_err(ConfigError::Invalid)?;
+        Ok(cfg)
+    }
+
+    /// Check ranges and cross-field rules; collect every problem.
+    pub fn validate(&self) -> Result<(), Problems> {
+        let mut p = Problems::default();
+        if self.scalers.is_empty() {
+            p.push("scaler", "at least one [[scaler]] is required");
+        }
+        let d = &self.defaults;
+        positive_duration(&mut p, "defaults.poll_interval", d.poll_interval);
+        positive_duration(&mut p, "defaults.sample_timeout", d.sample_timeout);
+        positive_duration(&mut p, "defaults.actuate_timeout", d.actuate_timeout);
+
+        let le = &self.leader_election;
+        if le.enabled {
+            if le.lease_name.trim().is_empty() {
+                p.push("leader_election.lease_name", "must not be empty");
+            }
+            if le.renew_deadline >= le.lease_duration {
+                p.push(
+                    "leader_election.renew_deadline",
+                    format!(
+                        "must be shorter than lease_duration ({})",
+                        humantime::format_duration(le.lease_duration)
+                    ),
+                );
+            }
+            if le.retry_period.is_zero() || le.retry_period >= le.renew_deadline {
+                p.push(
+                    "leader_election.retry_period",
+                    format!(
+                        "must be > 0 and shorter than renew_deadline ({})",
+                        humantime::format_duration(le.renew_deadline)
+                    ),
+                );
+            }
+            if le.shards == 0 {
+                p.push("leader_election.shards", "must be >= 1");
+            }
+        }
+
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, s) in self.scalers.iter().enumerate() {
+            let at = format!("scaler[{i}]");
+            if s.name.trim().is_empty() {
+                p.push(format!("{at}.name"), "must not be empty");
+            } else if !s
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+            {
+                p.push(
+                    format!("{at}.name"),
+                    "use only letters, digits, '-', '_', '.' and '/'",
+                );
+            } else if let Some(first) = seen.insert(s.name.as_str(), i) {
+                p.push(
+                    format!("{at}.name"),
+                    format!("duplicate name {:?} (also scaler[{first}])", s.name),
+                );
+            }
+            if let Some(pi) = s.poll_interval {
+                positive_duration(&mut p, &format!("{at}.poll_interval"), pi);
+            }
+            s.source.validate(&format!("{at}.source"), &mut p);
+            s.target.validate(&format!("{at}.target"), &mut p);
+            s.policy
+                .validate(&format!("{at}.policy"), &s.source.capabilities(), &mut p);
+        }
+        if p.is_empty() { Ok(()) } else { Err(p) }
+    }
+
+    /// The scaler with this name, if any.
+    pub fn scaler(&self, name: &str) -> Option<&ScalerConfig> {
+        self.scalers.iter().find(|s| s.name == name)
+    }
+}
+
+/// Shared check: a duration that must be strictly positive.
+pub(crate) fn positive_duration(p: &mut Problems, path: &str, d: Duration) {
+    if d.is_zero() {
+        p.push(path, "must be greater than 0 (e.g. \"15s\")");
+    }
+}
+
+/// Shared check: a URL-ish string that must start with http:// or https://.
+pub(crate) fn http_url(p: &mut Problems, path: &str, url: &str) {
+    if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+        p.push(path, format!("{url:?} is not an http:// or https:// URL"));
+    }
+}
+
+/// The `config` crate prefixes errors in ways that repeat the path; keep the
+/// parser's own words (which carry line and column) on one line.
+fn tidy_parse_message(msg: &str) -> String {
+    // Drop the source-snippet lines of TOML errors (`  |`, `3 | text`): the
+    // line and column are already in the first line.
+    let is_snippet = |l: &str| {
+        let t = l.trim_start();
+        t.starts_with('|')
+            || t.split_once(" |")
+                .is_some_and(|(n, _)| n.chars().all(|c| c.is_ascii_digit()))
+    };
+    let joined = msg
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !is_snippet(l))
+        .collect::<Vec<_>>()
+        .join(": ");
+    // The config crate writes `scaler[0]policy.x`; users write `scaler[0].policy.x`.
+    let mut out = String::with_capacity(joined.len());
+    let mut prev = ' ';
+    for c in joined.chars() {
+        if prev == ']' && c.is_ascii_alphabetic() {
+            out.push('.');
+        }
+        out.push(c);
+        prev = c;
+    }
+    out
+}
+
+/// The JSON Schema of the configuration file, for editor completion.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Config)).unwrap_or(serde_json::Value::Null)
+}

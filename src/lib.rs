@@ -1,0 +1,24 @@
+//! qscale: a queue-depth autoscaler daemon.
+//!
+//! A control loop samples how much work waits in a queue (depth, in-flight,
+//! delayed, age of the oldest message, arrival rate), runs a scaling policy,
+//! and resizes the workers that drain it (a Kubernetes object with a `/scale`
+//! subresource, or an ECS service). It exports Prometheus metrics and
+//! explains every decision.
+//!
+//! Module map (see DESIGN.md for the data flow):
+//! - [`config`]: the configuration file, loading with environment overrides,
+//!   and validation that names every problem by its field path;
+//! - [`policy`]: the pure decision function and its state;
+//! - [`sources`]: queue sources and the [`sources::Sample`] they produce;
+//! - [`targets`]: scale targets and their [`targets::Replicas`];
+//! - [`cli`]: the command-line interface that `main.rs` calls.
+
+pub mod cli;
+pub mod config;
+pub mod policy;
+pub mod sources;
+pub mod targets;
+
+/// The crate version, as `qscale --version` and `qscale_build_info` show it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

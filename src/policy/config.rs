@@ -1,0 +1,502 @@
+//! The `policy` table of a scaler and its compiled, validated form.
+//!
+//! [`PolicyConfig`] is what users write; [`Policy`] is what [`super::decide`]
+//! reads: defaults resolved (the HPA's behavior defaults for each direction),
+//! source capabilities folded in (whether in-flight and delayed messages count
+//! as backlog), durations and percentages in the shapes the arithmetic wants.
+
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Problems;
+use crate::sources::Capabilities;
+
+/// How to turn what the source sees into a replica count.
+///
+/// At least one signal is required: `messages_per_replica` (backlog),
+/// `throughput` (Little's law) or `max_message_age` (age). When several are
+/// set, the largest proposal wins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Fewest replicas. `0` allows scale to zero (see `activation_backlog` and
+    /// `scale_to_zero_after`).
+    #[serde(default = "default_min_replicas")]
+    pub min_replicas: u32,
+
+    /// Most replicas; replicas above this never start.
+    pub max_replicas: u32,
+
+    /// Backlog signal: one replica per this many waiting messages
+    /// (`ceil(backlog / messages_per_replica)`).
+    #[serde(default)]
+    pub messages_per_replica: Option<f64>,
+
+    /// Throughput signal (Little's law): enough workers to keep up with the
+    /// arrival rate and clear the backlog within `drain_within`.
+    #[serde(default)]
+    pub throughput: Option<ThroughputConfig>,
+
+    /// Age signal and the objective for message age, e.g. `"2m"`: when the
+    /// oldest message is older, propose at least
+    /// `ceil(current * age / max_message_age)` and never less than current + 1.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub max_message_age: Option<Duration>,
+
+    /// Keep the current count when the proposal is within this fraction of it
+    /// (0.1 = 10 %, as the HPA). May be 0.
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+
+    /// With `min_replicas = 0`: wake from zero only when the backlog exceeds
+    /// this many messages.
+    #[serde(default)]
+    pub activation_backlog: u64,
+
+    /// With `min_replicas = 0`: go to zero only after the queue (backlog and
+    /// in-flight) has been empty this long, e.g. `"5m"`.
+    #[serde(default = "default_scale_to_zero_after", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub scale_to_zero_after: Duration,
+
+    /// Scale-up behavior (defaults: no stabilization; at most
+    /// max(+100 %, +4 pods) per 15 s, as the HPA).
+    #[serde(default)]
+    pub scale_up: BehaviorConfig,
+
+    /// Scale-down behavior (defaults: 5 min stabilization; at most -100 % per
+    /// 15 s, as the HPA).
+    #[serde(default)]
+    pub scale_down: BehaviorConfig,
+
+    /// What to do when samples keep failing or are stale.
+    #[serde(default)]
+    pub fallback: FallbackConfig,
+
+    /// Sample and report, never actuate.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_min_replicas() -> u32 {
+    1
+}
+fn default_tolerance() -> f64 {
+    0.1
+}
+fn default_scale_to_zero_after() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// The throughput signal's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ThroughputConfig {
+    /// Seconds one worker spends on one message. When absent, qscale learns it
+    /// from the observed drain (needs a source that measures arrival rate).
+    #[serde(default)]
+    pub seconds_per_message: Option<f64>,
+
+    /// Clear today's backlog within this time, e.g. `"1m"`. Default:
+    /// `max_message_age`, else 60 s.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub drain_within: Option<Duration>,
+
+    /// Fraction of each worker's time planned to be busy, in (0, 1]. Below 1
+    /// leaves headroom for bursts (`0.8` plans 25 % more workers).
+    #[serde(default = "default_target_utilization")]
+    pub target_utilization: f64,
+}
+
+fn default_target_utilization() -> f64 {
+    1.0
+}
+
+/// Behavior of one direction, with the HPA's semantics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BehaviorConfig {
+    /// Look back this long: scaling up uses the lowest proposal in the window,
+    /// scaling down the highest, e.g. `"5m"`. At most 1 h.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub stabilization: Option<Duration>,
+
+    /// Which rate limit wins when several are listed: `max` (the one allowing
+    /// the most change, default), `min` (the least), or `disabled` (never
+    /// scale in this direction).
+    #[serde(default)]
+    pub select: Option<SelectPolicy>,
+
+    /// Rate limits, each `{ pods = N, period = "15s" }` or
+    /// `{ percent = N, period = "15s" }`.
+    #[serde(default)]
+    pub policies: Option<Vec<RateLimitConfig>>,
+}
+
+/// Which rate limit applies when several are listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectPolicy {
+    Max,
+    Min,
+    Disabled,
+}
+
+/// One rate limit: change by at most `pods` or `percent` per `period`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// At most this many pods per period.
+    #[serde(default)]
+    pub pods: Option<u32>,
+    /// At most this percentage of the replicas at the start of the period.
+    #[serde(default)]
+    pub percent: Option<u32>,
+    /// The sliding window the limit applies to, e.g. `"15s"` (at most 30 min).
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub period: Duration,
+}
+
+/// What to do after repeated failed or stale samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// Consecutive failed or stale samples before the fallback acts.
+    #[serde(default = "default_after_failures")]
+    pub after_failures: u32,
+
+    /// `hold` (keep the current count, default), `replicas` (set `replicas`),
+    /// or `current_if_higher` (the larger of current and `replicas`).
+    #[serde(default)]
+    pub action: FallbackAction,
+
+    /// Replica count for `replicas` and `current_if_higher`.
+    #[serde(default)]
+    pub replicas: Option<u32>,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        FallbackConfig {
+            after_failures: default_after_failures(),
+            action: FallbackAction::Hold,
+            replicas: None,
+        }
+    }
+}
+
+fn default_after_failures() -> u32 {
+    3
+}
+
+/// The fallback action.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackAction {
+    #[default]
+    Hold,
+    Replicas,
+    CurrentIfHigher,
+}
+
+const MAX_STABILIZATION: Duration = Duration::from_secs(3600);
+const MAX_PERIOD: Duration = Duration::from_secs(1800);
+/// Kubernetes stores replicas as int32.
+pub const MAX_REPLICAS_LIMIT: u32 = i32::MAX as u32;
+
+impl PolicyConfig {
+    /// Add every problem to `p`. `caps` says what the scaler's source can
+    /// measure, for the cross-field rules.
+    pub fn validate(&self, path: &str, caps: &Capabilities, p: &mut Problems) {
+        if self.max_replicas == 0 {
+            p.push(format!("{path}.max_replicas"), "must be >= 1");
+        }
+        if self.max_replicas > MAX_REPLICAS_LIMIT {
+            p.push(
+                format!("{path}.max_replicas"),
+                format!("must be <= {MAX_REPLICAS_LIMIT}"),
+            );
+        }
+        if self.max_replicas < self.min_replicas {
+            p.push(
+                format!("{path}.max_replicas"),
+                format!("must be >= min_replicas ({})", self.min_replicas),
+            );
+        }
+        if self.messages_per_replica.is_none()
+            && self.throughput.is_none()
+            && self.max_message_age.is_none()
+        {
+            p.push(
+                path,
+                "set at least one signal: messages_per_replica, throughput or max_message_age",
+            );
+        }
+        if let Some(m) = self.messages_per_replica
+            && !(m.is_finite() && m > 0.0)
+        {
+            p.push(
+                format!("{path}.messages_per_replica"),
+                "must be a number > 0",
+            );
+        }
+        if let Some(age) = self.max_message_age {
+            if age.is_zero() {
+                p.push(format!("{path}.max_message_age"), "must be greater than 0");
+            }
+            if !caps.oldest_age {
+                p.push(
+                    format!("{path}.max_message_age"),
+                    "the age signal needs a source that measures message age \
+                     (for sqs, keep cloudwatch = true)",
+                );
+            }
+        }
+        if let Some(t) = &self.throughput {
+            let tp = format!("{path}.throughput");
+            match t.seconds_per_message {
+                Some(s) if !(s.is_finite() && s > 0.0) => {
+                    p.push(format!("{tp}.seconds_per_message"), "must be a number > 0")
+                }
+                None if !caps.arrival_rate => p.push(
+                    format!("{tp}.seconds_per_message"),
+                    "required: this source cannot measure arrival rate, so it cannot be learned",
+                ),
+                _ => {}
+            }
+            if t.drain_within.is_some_and(|d| d.is_zero()) {
+                p.push(format!("{tp}.drain_within"), "must be greater than 0");
+            }
+            if !(t.target_utilization > 0.0 && t.target_utilization <= 1.0) {
+                p.push(
+                    format!("{tp}.target_utilization"),
+                    "must be greater than 0 and at most 1",
+                );
+            }
+        }
+        if !(self.tolerance.is_finite() && (0.0..1.0).contains(&self.tolerance)) {
+            p.push(format!("{path}.tolerance"), "must be >= 0 and < 1");
+        }
+        if self.min_replicas == 0 && self.scale_to_zero_after.is_zero() {
+            p.push(
+                format!("{path}.scale_to_zero_after"),
+                "must be greater than 0 (e.g. \"5m\")",
+            );
+        }
+        self.scale_up.validate(&format!("{path}.scale_up"), p);
+        self.scale_down.validate(&format!("{path}.scale_down"), p);
+
+        let fp = format!("{path}.fallback");
+        let f = &self.fallback;
+        if f.after_failures == 0 {
+            p.push(format!("{fp}.after_failures"), "must be >= 1");
+        }
+        match (f.action, f.replicas) {
+            (FallbackAction::Hold, Some(_)) => p.push(
+                format!("{fp}.replicas"),
+                "only used with action = \"replicas\" or \"current_if_higher\"",
+            ),
+            (FallbackAction::Replicas | FallbackAction::CurrentIfHigher, None) => {
+                p.push(format!("{fp}.replicas"), "required with this action")
+            }
+            (_, Some(n)) if n < self.min_replicas || n > self.max_replicas => p.push(
+                format!("{fp}.replicas"),
+                format!(
+                    "must be within min_replicas..max_replicas ({}..{})",
+                    self.min_replicas, self.max_replicas
+                ),
+            ),
+            _ => {}
+        }
+    }
+}
+
+impl BehaviorConfig {
+    fn validate(&self, path: &str, p: &mut Problems) {
+        if let Some(s) = self.stabilization
+            && s > MAX_STABILIZATION
+        {
+            p.push(format!("{path}.stabilization"), "must be at most 1h");
+        }
+        if let Some(policies) = &self.policies {
+            if policies.is_empty() && self.select != Some(SelectPolicy::Disabled) {
+                p.push(
+                    format!("{path}.policies"),
+                    "must list at least one limit (or set select = \"disabled\")",
+                );
+            }
+            for (i, rl) in policies.iter().enumerate() {
+                let at = format!("{path}.policies[{i}]");
+                match (rl.pods, rl.percent) {
+                    (Some(0), None) => p.push(format!("{at}.pods"), "must be >= 1"),
+                    (None, Some(0)) => p.push(format!("{at}.percent"), "must be >= 1"),
+                    (Some(_), None) | (None, Some(_)) => {}
+                    _ => p.push(&at, "give exactly one of pods or percent"),
+                }
+                if rl.period.is_zero() || rl.period > MAX_PERIOD {
+                    p.push(
+                        format!("{at}.period"),
+                        "must be greater than 0 and at most 30m",
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// One direction's behavior, defaults resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Behavior {
+    pub stabilization: Duration,
+    pub select: SelectPolicy,
+    pub limits: Vec<RateLimit>,
+}
+
+/// One rate limit, resolved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub amount: LimitAmount,
+    pub period: Duration,
+}
+
+/// The amount a rate limit allows per period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitAmount {
+    Pods(u32),
+    Percent(u32),
+}
+
+/// The fallback, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fallback {
+    pub after_failures: u32,
+    pub action: FallbackAction,
+    pub replicas: u32,
+}
+
+/// The throughput signal, resolved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Throughput {
+    pub seconds_per_message: Option<f64>,
+    pub drain_within: Duration,
+    pub target_utilization: f64,
+}
+
+/// A validated policy with every default resolved: the input of `decide`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    pub messages_per_replica: Option<f64>,
+    pub throughput: Option<Throughput>,
+    pub max_message_age: Option<Duration>,
+    /// In-flight messages count as backlog (and the source measures them).
+    pub count_in_flight: bool,
+    /// Delayed messages count as backlog (and the source measures them).
+    pub count_delayed: bool,
+    pub tolerance: f64,
+    pub activation_backlog: u64,
+    pub scale_to_zero_after: Duration,
+    pub scale_up: Behavior,
+    pub scale_down: Behavior,
+    pub fallback: Fallback,
+    pub paused: bool,
+}
+
+impl Policy {
+    /// Resolve defaults. Call on a config that passed validation.
+    pub fn new(c: &PolicyConfig, caps: &Capabilities) -> Policy {
+        let limits = |ls: &Option<Vec<RateLimitConfig>>, default: Vec<RateLimit>| match ls {
+            None => default,
+            Some(ls) => ls
+                .iter()
+                .map(|l| RateLimit {
+                    amount: match (l.pods, l.percent) {
+                        (Some(n), _) => LimitAmount::Pods(n),
+                        (None, Some(n)) => LimitAmount::Percent(n),
+                        (None, None) => LimitAmount::Percent(100),
+                    },
+                    period: l.period,
+                })
+                .collect(),
+        };
+        let fifteen = Duration::from_secs(15);
+        Policy {
+            min_replicas: c.min_replicas,
+            max_replicas: c.max_replicas.min(MAX_REPLICAS_LIMIT),
+            messages_per_replica: c.messages_per_replica,
+            throughput: c.throughput.as_ref().map(|t| Throughput {
+                seconds_per_message: t.seconds_per_message,
+                drain_within: t
+                    .drain_within
+                    .or(c.max_message_age)
+                    .unwrap_or(Duration::from_secs(60)),
+                target_utilization: t.target_utilization,
+            }),
+            max_message_age: c.max_message_age,
+            count_in_flight: caps.count_in_flight && caps.in_flight,
+            count_delayed: caps.count_delayed && caps.delayed,
+            tolerance: c.tolerance,
+            activation_backlog: c.activation_backlog,
+            scale_to_zero_after: c.scale_to_zero_after,
+            scale_up: Behavior {
+                stabilization: c.scale_up.stabilization.unwrap_or(Duration::ZERO),
+                select: c.scale_up.select.unwrap_or(SelectPolicy::Max),
+                limits: limits(
+                    &c.scale_up.policies,
+                    vec![
+                        RateLimit {
+                            amount: LimitAmount::Percent(100),
+                            period: fifteen,
+                        },
+                        RateLimit {
+                            amount: LimitAmount::Pods(4),
+                            period: fifteen,
+                        },
+                    ],
+                ),
+            },
+            scale_down: Behavior {
+                stabilization: c
+                    .scale_down
+                    .stabilization
+                    .unwrap_or(Duration::from_secs(300)),
+                select: c.scale_down.select.unwrap_or(SelectPolicy::Max),
+                limits: limits(
+                    &c.scale_down.policies,
+                    vec![RateLimit {
+                        amount: LimitAmount::Percent(100),
+                        period: fifteen,
+                    }],
+                ),
+            },
+            fallback: Fallback {
+                after_failures: c.fallback.after_failures.max(1),
+                action: c.fallback.action,
+                replicas: c.fallback.replicas.unwrap_or(c.min_replicas),
+            },
+            paused: c.paused,
+        }
+    }
+
+    /// The longest window any step looks back over; state older than this
+    /// can be forgotten.
+    pub fn memory(&self) -> Duration {
+        let periods = self
+            .scale_up
+            .limits
+            .iter()
+            .chain(&self.scale_down.limits)
+            .map(|l| l.period);
+        periods
+            .chain([self.scale_up.stabilization, self.scale_down.stabilization])
+            .max()
+            .unwrap_or(Duration::ZERO)
+    }
+}

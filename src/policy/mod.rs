@@ -1,0 +1,702 @@
+//! The scaling policy: pure decision code, no I/O, time passed in.
+//!
+//! [`decide`] runs the steps of "Policy semantics" in DESIGN.md in order and
+//! records a human-readable [`Reason`] for every step that changed the
+//! number:
+//!
+//! 1. signals (backlog, throughput, age), largest wins;
+//! 2. tolerance;
+//! 3. activation and activity-based scale to zero;
+//! 4. stabilization windows;
+//! 5. rate limits;
+//! 6. bounds;
+//! 7. fallback after repeated failed or stale samples;
+//! 8. pause.
+//!
+//! Missing data is never read as zero: a failed sample holds the current
+//! count, and a sample that lacks an input some configured signal needs can
+//! raise the count but never lower it. The same function drives the daemon,
+//! `qscale once` and the simulator, so what the simulator shows is what the
+//! daemon does.
+
+mod behavior;
+mod config;
+mod estimate;
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+pub use config::{
+    Behavior, BehaviorConfig, Fallback, FallbackAction, FallbackConfig, LimitAmount,
+    MAX_REPLICAS_LIMIT, Policy, PolicyConfig, RateLimit, RateLimitConfig, SelectPolicy, Throughput,
+    ThroughputConfig,
+};
+
+use crate::sources::Sample;
+use crate::targets::Replicas;
+use behavior::History;
+use estimate::{Estimates, Estimator, Observation};
+
+/// The policy step a [`Reason`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Signal,
+    MissingData,
+    Tolerance,
+    Activation,
+    Stabilization,
+    RateLimit,
+    Bounds,
+    Fallback,
+    Pause,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Step::Signal => "signal",
+            Step::MissingData => "missing data",
+            Step::Tolerance => "tolerance",
+            Step::Activation => "activation",
+            Step::Stabilization => "stabilization",
+            Step::RateLimit => "rate limit",
+            Step::Bounds => "bounds",
+            Step::Fallback => "fallback",
+            Step::Pause => "pause",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Why the number is what it is: one step's contribution, in words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reason {
+    pub step: Step,
+    pub message: String,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.step, self.message)
+    }
+}
+
+/// What one signal proposed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Proposal {
+    /// `backlog`, `throughput` or `age`.
+    pub signal: &'static str,
+    /// The replica count it asks for; `None` when it could not say.
+    pub replicas: Option<u32>,
+}
+
+/// The outcome of one decision.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    /// The replica count to ask for.
+    pub replicas: u32,
+    /// The target's count when the decision was made.
+    pub current: u32,
+    /// Every step that shaped the number, in order.
+    pub reasons: Vec<Reason>,
+    /// Each configured signal's proposal.
+    pub proposals: Vec<Proposal>,
+    /// Messages counted as backlog, when measured.
+    pub backlog: Option<u64>,
+    /// The arrival rate used (measured or estimated), messages/s.
+    pub arrival_rate: Option<f64>,
+    /// The seconds per message used (configured or learned).
+    pub seconds_per_message: Option<f64>,
+    /// The fallback is in force.
+    pub fallback_active: bool,
+    /// The policy is paused: `replicas` equals `current`.
+    pub paused: bool,
+    /// What the decision would be without the pause.
+    pub unpaused_replicas: u32,
+}
+
+impl Decision {
+    /// Whether acting on this decision changes the target.
+    pub fn changes(&self) -> bool {
+        self.replicas != self.current
+    }
+}
+
+/// What a scaler remembers between decisions: stabilization windows,
+/// recent scale events, failure count, activity, and learned rates.
+/// It survives config reloads that do not change the scaler.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyState {
+    history: History,
+    estimator: Estimator,
+    consecutive_failures: u32,
+    last_active: Option<Instant>,
+}
+
+impl PolicyState {
+    pub fn new() -> PolicyState {
+        PolicyState::default()
+    }
+
+    /// Record that the target was changed from `from` to `to` at `at`, for
+    /// the rate limits. Call after a successful write.
+    pub fn record_scale(&mut self, from: u32, to: u32, at: Instant) {
+        self.history.record_event(at, from, to);
+    }
+
+    /// Consecutive failed or stale samples so far.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures
+    }
+}
+
+/// Round a replica proposal up, forgiving float noise (`2.0000000001` is 2),
+/// and saturating instead of overflowing.
+fn ceil_replicas(x: f64) -> u32 {
+    if !x.is_finite() {
+        return if x > 0.0 { u32::MAX } else { 0 };
+    }
+    let c = (x - 1e-9).ceil();
+    if c <= 0.0 {
+        0
+    } else if c >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        c as u32
+    }
+}
+
+fn secs(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs().max(if d.is_zero() {
+        0
+    } else {
+        1
+    })))
+    .to_string()
+}
+
+fn num(x: f64) -> String {
+    if (x - x.round()).abs() < 1e-9 {
+        format!("{}", x.round() as i64)
+    } else if x.abs() >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+struct Inputs {
+    backlog: Option<u64>,
+    oldest_age: Option<Duration>,
+    /// Visible + in-flight (what "activity" means for scale to zero).
+    activity: Option<u64>,
+}
+
+/// What the sample says, in the terms the signals use.
+fn inputs(policy: &Policy, s: &Sample) -> Inputs {
+    let backlog = s.visible.and_then(|v| {
+        let mut b = v;
+        if policy.count_in_flight {
+            b = b.checked_add(s.in_flight?)?;
+        }
+        if policy.count_delayed {
+            b = b.checked_add(s.delayed?)?;
+        }
+        Some(b)
+    });
+    // With nothing visible, the oldest waiting message has age zero even when
+    // the age metric itself is missing or stale.
+    let oldest_age = match (s.oldest_age, s.visible) {
+        (Some(a), _) => Some(a),
+        (None, Some(0)) => Some(Duration::ZERO),
+        _ => None,
+    };
+    let activity = s.visible.map(|v| {
+        v.saturating_add(s.in_flight.unwrap_or(0))
+            .saturating_add(s.delayed.unwrap_or(0))
+    });
+    Inputs {
+        backlog,
+        oldest_age,
+        activity,
+    }
+}
+
+/// Decide the replica count for one poll.
+///
+/// `sample` is `None` when the poll failed. `current` is the target's state
+/// now. Pure: the same inputs and state give the same decision.
+pub fn decide(
+    policy: &Policy,
+    state: &mut PolicyState,
+    sample: Option<&Sample>,
+    current: Replicas,
+    now: Instant,
+) -> Decision {
+    state.history.prune(now, policy.memory());
+    if state.last_active.is_none() {
+        // The idle clock for scale to zero starts when qscale first looks.
+        state.last_active = Some(now);
+    }
+    let cur = current.desired;
+    let mut reasons = Vec::new();
+    let mut proposals = Vec::new();
+    let mut est = Estimates::default();
+    let mut backlog = None;
+
+    let unbounded = match sample {
+        None => {
+            state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+            reasons.push(Reason {
+                step: Step::MissingData,
+                message: format!("no sample; holding at {cur}"),
+            });
+            cur
+        }
+        Some(s) => {
+            let inp = inputs(policy, s);
+            backlog = inp.backlog;
+            if let Some(visible) = s.visible {
+                let depth = inp.activity.unwrap_or(visible);
+                est = state.estimator.observe(
+                    now,
+                    &Observation {
+                        depth,
+                        visible,
+                        in_flight: s.in_flight,
+                        arrival_rate: s.arrival_rate,
+                        workers: current.ready.unwrap_or(cur),
+                    },
+                    policy.throughput.and_then(|t| t.seconds_per_message),
+                );
+            }
+            if inp.activity.is_some_and(|a| a > 0) {
+                state.last_active = Some(now);
+            }
+            with_sample(
+                policy,
+                state,
+                &inp,
+                &est,
+                current,
+                now,
+                &mut reasons,
+                &mut proposals,
+            )
+        }
+    };
+
+    // 6. Bounds.
+    let mut replicas = unbounded.clamp(policy.min_replicas, policy.max_replicas);
+    if replicas != unbounded {
+        let which = if unbounded > policy.max_replicas {
+            format!("max_replicas {}", policy.max_replicas)
+        } else {
+            format!("min_replicas {}", policy.min_replicas)
+        };
+        reasons.push(Reason {
+            step: Step::Bounds,
+            message: format!("{unbounded} clamped to {which} -> {replicas}"),
+        });
+    }
+
+    // 7. Fallback.
+    let fallback_active = state.consecutive_failures >= policy.fallback.after_failures;
+    if fallback_active {
+        let n = state.consecutive_failures;
+        let fb = policy.fallback;
+        let target = match fb.action {
+            FallbackAction::Hold => replicas.max(cur.min(policy.max_replicas)),
+            FallbackAction::Replicas if sample.is_none() => fb.replicas,
+            FallbackAction::Replicas => replicas.max(fb.replicas),
+            FallbackAction::CurrentIfHigher => replicas.max(cur).max(fb.replicas),
+        }
+        .clamp(policy.min_replicas, policy.max_replicas);
+        let action = match fb.action {
+            FallbackAction::Hold => "hold".to_string(),
+            FallbackAction::Replicas => format!("replicas {}", fb.replicas),
+            FallbackAction::CurrentIfHigher => format!("current_if_higher {}", fb.replicas),
+        };
+        reasons.push(Reason {
+            step: Step::Fallback,
+            message: format!("{n} failed or stale samples in a row; {action} -> {target}"),
+        });
+        replicas = target;
+    }
+
+    // 8. Pause.
+    let unpaused = replicas;
+    if policy.paused && replicas != cur {
+        reasons.push(Reason {
+            step: Step::Pause,
+            message: format!("paused; would scale to {replicas}, keeping {cur}"),
+        });
+        replicas = cur;
+    }
+
+    Decision {
+        replicas,
+        current: cur,
+        reasons,
+        proposals,
+        backlog,
+        arrival_rate: est.arrival_rate,
+        seconds_per_message: est.seconds_per_message,
+        fallback_active,
+        paused: policy.paused,
+        unpaused_replicas: unpaused,
+    }
+}
+
+/// Steps 1 to 5 for a poll that produced a sample.
+#[allow(clippy::too_many_arguments)]
+fn with_sample(
+    policy: &Policy,
+    state: &mut PolicyState,
+    inp: &Inputs,
+    est: &Estimates,
+    current: Replicas,
+    now: Instant,
+    reasons: &mut Vec<Reason>,
+    proposals: &mut Vec<Proposal>,
+) -> u32 {
+    let cur = current.desired;
+    // Raw (unrounded) proposal of the winning signal, for the tolerance test.
+    let mut best: Option<(f64, &'static str)> = None;
+    // A configured signal lacked a measured input: counts as a stale sample.
+    let mut stale = false;
+    // Some signal could not say anything: do not scale down on what is left.
+    let mut floor_at_current = false;
+
+    let mut propose =
+        |signal: &'static str, raw: Option<f64>, message: String, reasons: &mut Vec<Reason>| {
+            proposals.push(Proposal {
+                signal,
+                replicas: raw.map(ceil_replicas),
+            });
+            reasons.push(Reason {
+                step: Step::Signal,
+                message,
+            });
+            if let Some(r) = raw
+                && best.is_none_or(|(b, _)| r > b)
+            {
+                best = Some((r, signal));
+            }
+        };
+
+    // 1. Signals.
+    if let Some(mpr) = policy.messages_per_replica {
+        match inp.backlog {
+            Some(b) => {
+                let raw = b as f64 / mpr;
+                propose(
+                    "backlog",
+                    Some(raw),
+                    format!(
+                        "backlog {b} / {} per replica -> {}",
+                        num(mpr),
+                        ceil_replicas(raw)
+                    ),
+                    reasons,
+                );
+            }
+            None => {
+                stale = true;
+                floor_at_current = true;
+                propose("backlog", None, "backlog not measured".into(), reasons);
+            }
+        }
+    }
+    if let Some(tp) = policy.throughput {
+        match (est.arrival_rate, est.seconds_per_message, inp.backlog) {
+            (Some(lambda), Some(s), Some(b)) => {
+                let keep_up = lambda * s / tp.target_utilization;
+                let drain = b as f64 * s / tp.drain_within.as_secs_f64().max(0.001);
+                let raw = keep_up + drain;
+                let lam = if est.arrival_estimated {
+                    "estimated "
+                } else {
+                    ""
+                };
+                let learned = if est.service_learned {
+                    " (learned)"
+                } else {
+                    ""
+                };
+                let util = if tp.target_utilization < 1.0 {
+                    format!(" / utilization {}", num(tp.target_utilization))
+                } else {
+                    String::new()
+                };
+                propose(
+                    "throughput",
+                    Some(raw),
+                    format!(
+                        "{lam}arrivals {} msg/s x {} s/msg{learned}{util} + backlog {b} x {} s / {} -> {}",
+                        num(lambda),
+                        num(s),
+                        num(s),
+                        secs(tp.drain_within),
+                        ceil_replicas(raw)
+                    ),
+                    reasons,
+                );
+            }
+            (lambda, s, b) => {
+                // Not knowing yet is not a failed sample, but it is no reason
+                // to scale down either.
+                floor_at_current = true;
+                if b.is_none() {
+                    stale = true;
+                }
+                let missing = [
+                    (lambda.is_none(), "arrival rate"),
+                    (s.is_none(), "seconds per message (not yet learned)"),
+                    (b.is_none(), "backlog"),
+                ]
+                .iter()
+                .filter(|(m, _)| *m)
+                .map(|(_, what)| *what)
+                .collect::<Vec<_>>()
+                .join(", ");
+                propose(
+                    "throughput",
+                    None,
+                    format!("throughput unknown: no {missing}"),
+                    reasons,
+                );
+            }
+        }
+    }
+    if let Some(max_age) = policy.max_message_age {
+        match inp.oldest_age {
+            None => {
+                stale = true;
+                floor_at_current = true;
+                propose(
+                    "age",
+                    None,
+                    "oldest message age not measured (missing or stale)".into(),
+                    reasons,
+                );
+            }
+            Some(age) if age <= max_age => {
+                propose(
+                    "age",
+                    Some(0.0),
+                    format!(
+                        "oldest message {} within objective {}",
+                        secs(age),
+                        secs(max_age)
+                    ),
+                    reasons,
+                );
+            }
+            Some(age) => match current.ready {
+                Some(ready) if ready < cur => propose(
+                    "age",
+                    Some(f64::from(cur)),
+                    format!(
+                        "oldest message {} over objective {}; waiting for {} starting replicas -> {cur}",
+                        secs(age),
+                        secs(max_age),
+                        cur - ready
+                    ),
+                    reasons,
+                ),
+                _ => {
+                    let ratio = age.as_secs_f64() / max_age.as_secs_f64();
+                    let raw = (f64::from(cur) * ratio).max(f64::from(cur) + 1.0);
+                    propose(
+                        "age",
+                        Some(raw),
+                        format!(
+                            "oldest message {} over objective {}: {cur} x {} -> {}",
+                            secs(age),
+                            secs(max_age),
+                            num(ratio),
+                            ceil_replicas(raw)
+                        ),
+                        reasons,
+                    );
+                }
+            },
+        }
+    }
+
+    if stale {
+        state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+    } else {
+        state.consecutive_failures = 0;
+    }
+
+    let (raw, winner) = best.unwrap_or((f64::from(cur), "none"));
+    let mut desired = if best.is_some() {
+        ceil_replicas(raw)
+    } else {
+        cur
+    };
+    if best.is_some() && proposals.len() > 1 {
+        reasons.push(Reason {
+            step: Step::Signal,
+            message: format!("largest proposal: {winner} -> {desired}"),
+        });
+    }
+
+    // 2. Tolerance (on the unrounded ratio, as the HPA compares usage ratios).
+    if cur > 0 && desired != cur && best.is_some() {
+        let ratio = raw / f64::from(cur);
+        if (ratio - 1.0).abs() <= policy.tolerance {
+            reasons.push(Reason {
+                step: Step::Tolerance,
+                message: format!(
+                    "{} is within {}% of {cur}; keeping {cur}",
+                    num(raw),
+                    num(policy.tolerance * 100.0)
+                ),
+            });
+            desired = cur;
+        }
+    }
+
+    if floor_at_current && desired < cur {
+        reasons.push(Reason {
+            step: Step::MissingData,
+            message: format!("a signal has no data; not scaling down below {cur}"),
+        });
+        desired = cur;
+    }
+
+    // 3. Activation and scale to zero.
+    if policy.min_replicas == 0 {
+        let activity = inp.activity.unwrap_or(0);
+        if cur == 0 {
+            let b = inp.backlog.unwrap_or(0);
+            if b > policy.activation_backlog {
+                if desired == 0 {
+                    desired = 1;
+                }
+                reasons.push(Reason {
+                    step: Step::Activation,
+                    message: format!(
+                        "backlog {b} > activation_backlog {}; waking -> {desired}",
+                        policy.activation_backlog
+                    ),
+                });
+            } else if desired > 0 {
+                reasons.push(Reason {
+                    step: Step::Activation,
+                    message: format!(
+                        "backlog {b} <= activation_backlog {}; staying at 0",
+                        policy.activation_backlog
+                    ),
+                });
+                desired = 0;
+            }
+        } else if desired == 0 {
+            let idle = state
+                .last_active
+                .map(|t| now.saturating_duration_since(t))
+                .unwrap_or_default();
+            if activity > 0 || idle < policy.scale_to_zero_after {
+                reasons.push(Reason {
+                    step: Step::Activation,
+                    message: format!(
+                        "idle for {} of {}; keeping 1 until then",
+                        secs(idle),
+                        secs(policy.scale_to_zero_after)
+                    ),
+                });
+                desired = 1;
+            } else {
+                reasons.push(Reason {
+                    step: Step::Activation,
+                    message: format!("idle for {}; scaling to zero", secs(idle)),
+                });
+            }
+        }
+    }
+
+    // 4. Stabilization.
+    let before = desired;
+    desired = state
+        .history
+        .stabilize(desired, cur, now, &policy.scale_up, &policy.scale_down);
+    if desired != before {
+        let (dir, window) = if before > desired {
+            ("up", policy.scale_up.stabilization)
+        } else {
+            ("down", policy.scale_down.stabilization)
+        };
+        let pick = if dir == "up" { "lowest" } else { "highest" };
+        reasons.push(Reason {
+            step: Step::Stabilization,
+            message: format!(
+                "{before} stabilized by the {pick} recommendation in the last {} ({dir}) -> {desired}",
+                secs(window)
+            ),
+        });
+    }
+
+    // 5. Rate limits.
+    if desired > cur {
+        let limit = state.history.scale_up_limit(cur, now, &policy.scale_up);
+        if desired > limit {
+            reasons.push(Reason {
+                step: Step::RateLimit,
+                message: format!(
+                    "scale-up limited to {} -> {limit}",
+                    describe_limits(&policy.scale_up, "+")
+                ),
+            });
+            desired = limit;
+        }
+    } else if desired < cur {
+        let limit = state.history.scale_down_limit(cur, now, &policy.scale_down);
+        if desired < limit {
+            reasons.push(Reason {
+                step: Step::RateLimit,
+                message: format!(
+                    "scale-down limited to {} -> {limit}",
+                    describe_limits(&policy.scale_down, "-")
+                ),
+            });
+            desired = limit;
+        }
+    }
+    desired
+}
+
+fn describe_limits(b: &Behavior, sign: &str) -> String {
+    if b.select == SelectPolicy::Disabled {
+        return "nothing (disabled)".into();
+    }
+    let parts: Vec<String> = b
+        .limits
+        .iter()
+        .map(|l| {
+            let amount = match l.amount {
+                LimitAmount::Pods(n) => format!("{sign}{n} pods"),
+                LimitAmount::Percent(p) => format!("{sign}{p}%"),
+            };
+            format!("{amount} per {}", secs(l.period))
+        })
+        .collect();
+    let sel = if b.select == SelectPolicy::Min {
+        "min"
+    } else {
+        "max"
+    };
+    if parts.len() > 1 {
+        format!("{sel}({})", parts.join(", "))
+    } else {
+        parts.join("")
+    }
+}
+
+#[cfg(test)]
+mod tests;

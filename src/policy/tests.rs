@@ -1,0 +1,699 @@
+//! Table tests for each policy step and property tests over random inputs.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::sources::{Capabilities, Sample};
+
+const CAPS: Capabilities = Capabilities {
+    oldest_age: true,
+    arrival_rate: true,
+    in_flight: true,
+    delayed: true,
+    count_in_flight: true,
+    count_delayed: false,
+};
+
+fn base_config() -> PolicyConfig {
+    PolicyConfig {
+        min_replicas: 1,
+        max_replicas: 100,
+        messages_per_replica: Some(20.0),
+        throughput: None,
+        max_message_age: None,
+        tolerance: 0.1,
+        activation_backlog: 0,
+        scale_to_zero_after: Duration::from_secs(300),
+        scale_up: BehaviorConfig::default(),
+        scale_down: BehaviorConfig::default(),
+        fallback: FallbackConfig::default(),
+        paused: false,
+    }
+}
+
+fn policy(f: impl FnOnce(&mut PolicyConfig)) -> Policy {
+    let mut c = base_config();
+    f(&mut c);
+    let mut p = crate::config::Problems::default();
+    c.validate("policy", &CAPS, &mut p);
+    assert!(p.is_empty(), "test policy invalid: {p}");
+    Policy::new(&c, &CAPS)
+}
+
+fn sample(visible: u64, in_flight: u64) -> Sample {
+    Sample {
+        visible: Some(visible),
+        in_flight: Some(in_flight),
+        delayed: Some(0),
+        ..Sample::empty(SystemTime::UNIX_EPOCH)
+    }
+}
+
+fn cur(n: u32) -> Replicas {
+    Replicas::new(n, Some(n))
+}
+
+fn s(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn steps(d: &Decision) -> Vec<Step> {
+    d.reasons.iter().map(|r| r.step).collect()
+}
+
+// ---- 1. signals -----------------------------------------------------------
+
+#[test]
+fn backlog_signal_divides_backlog_by_messages_per_replica() {
+    let p = policy(|_| {});
+    let t0 = Instant::now();
+    // (visible, in_flight, current, expected)
+    let table = [
+        (0, 0, 1, 1),
+        (100, 0, 5, 5),
+        (100, 40, 5, 7),
+        (940, 0, 47, 47),
+    ];
+    for (v, f, c, want) in table {
+        let mut st = PolicyState::new();
+        let d = decide(&p, &mut st, Some(&sample(v, f)), cur(c), t0);
+        assert_eq!(
+            d.replicas, want,
+            "visible {v} in_flight {f} current {c}: {:?}",
+            d.reasons
+        );
+    }
+    let mut st = PolicyState::new();
+    let d = decide(&p, &mut st, Some(&sample(940, 0)), cur(47), t0);
+    assert_eq!(
+        d.reasons[0].to_string(),
+        "signal: backlog 940 / 20 per replica -> 47"
+    );
+}
+
+#[test]
+fn in_flight_and_delayed_count_only_when_configured() {
+    let caps = Capabilities {
+        count_in_flight: false,
+        count_delayed: true,
+        ..CAPS
+    };
+    let p = Policy::new(&base_config(), &caps);
+    let mut st = PolicyState::new();
+    let smp = Sample {
+        delayed: Some(40),
+        ..sample(40, 1000)
+    };
+    let d = decide(&p, &mut st, Some(&smp), cur(4), Instant::now());
+    assert_eq!(d.backlog, Some(80));
+    assert_eq!(d.replicas, 4);
+}
+
+#[test]
+fn throughput_signal_applies_littles_law_with_a_configured_service_time() {
+    // λ = 10 msg/s, s = 2 s -> 20 workers to keep up; backlog 600 x 2 s / 60 s -> +20.
+    let p = policy(|c| {
+        c.messages_per_replica = None;
+        c.throughput = Some(ThroughputConfig {
+            seconds_per_message: Some(2.0),
+            drain_within: Some(s(60)),
+            target_utilization: 1.0,
+        });
+    });
+    let mut st = PolicyState::new();
+    let smp = Sample {
+        arrival_rate: Some(10.0),
+        ..sample(600, 0)
+    };
+    let d = decide(&p, &mut st, Some(&smp), cur(10), Instant::now());
+    assert_eq!(d.proposals[0].replicas, Some(40));
+    // Scale-up is limited to max(+100 %, +4) per 15 s from 10.
+    assert_eq!(d.replicas, 20);
+    assert_eq!(steps(&d), vec![Step::Signal, Step::RateLimit]);
+}
+
+#[test]
+fn throughput_without_learned_service_time_holds_instead_of_scaling_down() {
+    let p = policy(|c| {
+        c.messages_per_replica = None;
+        c.throughput = Some(ThroughputConfig {
+            seconds_per_message: None,
+            drain_within: None,
+            target_utilization: 1.0,
+        });
+    });
+    let mut st = PolicyState::new();
+    let d = decide(&p, &mut st, Some(&sample(0, 0)), cur(8), Instant::now());
+    assert_eq!(d.replicas, 8);
+    assert_eq!(
+        st.consecutive_failures(),
+        0,
+        "not knowing yet is not a failure"
+    );
+}
+
+#[test]
+fn age_signal_scales_by_the_ratio_of_age_to_objective() {
+    let p = policy(|c| {
+        c.messages_per_replica = None;
+        c.max_message_age = Some(s(60));
+        c.scale_up.policies = Some(vec![RateLimitConfig {
+            pods: None,
+            percent: Some(1000),
+            period: s(15),
+        }]);
+    });
+    // (age, current, ready, expected)
+    let table = [
+        (30, 4, Some(4), 4), // within objective: no proposal above current... held by down-stabilization
+        (120, 4, Some(4), 8), // 4 x 2
+        (61, 4, Some(4), 5), // 4 x 1.02 -> 5, never less than current + 1
+        (120, 0, Some(0), 1), // from zero: current + 1
+        (300, 4, Some(2), 4), // replicas still starting: wait for them
+    ];
+    for (age, c, ready, want) in table {
+        let mut st = PolicyState::new();
+        let smp = Sample {
+            oldest_age: Some(s(age)),
+            ..sample(10, 0)
+        };
+        let d = decide(
+            &p,
+            &mut st,
+            Some(&smp),
+            Replicas::new(c, ready),
+            Instant::now(),
+        );
+        assert_eq!(
+            d.replicas,
+            want.max(1),
+            "age {age} current {c} ready {ready:?}: {:?}",
+            d.reasons
+        );
+    }
+}
+
+#[test]
+fn largest_signal_wins() {
+    let p = policy(|c| {
+        c.max_message_age = Some(s(60));
+    });
+    let mut st = PolicyState::new();
+    let smp = Sample {
+        oldest_age: Some(s(180)),
+        ..sample(100, 0)
+    };
+    // backlog: 5; age: 4 x 3 = 12 -> age wins; rate limit allows up to 8.
+    let d = decide(&p, &mut st, Some(&smp), cur(4), Instant::now());
+    assert_eq!(
+        d.proposals.iter().map(|p| p.replicas).collect::<Vec<_>>(),
+        vec![Some(5), Some(12)]
+    );
+    assert!(
+        d.reasons
+            .iter()
+            .any(|r| r.message == "largest proposal: age -> 12"),
+        "{:?}",
+        d.reasons
+    );
+    assert_eq!(d.replicas, 8);
+}
+
+// ---- 2. tolerance -----------------------------------------------------------
+
+#[test]
+fn proposals_within_tolerance_keep_the_current_count() {
+    let t0 = Instant::now();
+    // (backlog, current, tolerance, expected)
+    let table = [
+        (210, 10, 0.1, 10), // 10.5 is within 10 % of 10
+        (230, 10, 0.1, 12), // 11.5 is not
+        (210, 10, 0.0, 11), // tolerance 0 reacts to any change
+        (190, 10, 0.1, 10), // 9.5 within 10 %, no scale-down either
+    ];
+    for (b, c, tol, want) in table {
+        let p = policy(|cfg| {
+            cfg.tolerance = tol;
+            cfg.scale_down.stabilization = Some(Duration::ZERO);
+        });
+        let mut st = PolicyState::new();
+        let d = decide(&p, &mut st, Some(&sample(b, 0)), cur(c), t0);
+        assert_eq!(
+            d.replicas, want,
+            "backlog {b} current {c} tolerance {tol}: {:?}",
+            d.reasons
+        );
+    }
+}
+
+// ---- 3. activation and scale to zero -----------------------------------------
+
+#[test]
+fn wakes_from_zero_only_above_the_activation_backlog() {
+    let p = policy(|c| {
+        c.min_replicas = 0;
+        c.activation_backlog = 5;
+    });
+    let t0 = Instant::now();
+    for (b, want) in [(0, 0), (5, 0), (6, 1), (100, 4)] {
+        let mut st = PolicyState::new();
+        let d = decide(&p, &mut st, Some(&sample(b, 0)), cur(0), t0);
+        assert_eq!(d.replicas, want, "backlog {b}: {:?}", d.reasons);
+    }
+}
+
+#[test]
+fn scales_to_zero_only_after_the_queue_was_idle_long_enough() {
+    let p = policy(|c| {
+        c.min_replicas = 0;
+        c.scale_to_zero_after = s(120);
+        c.scale_down.stabilization = Some(Duration::ZERO);
+    });
+    let t0 = Instant::now();
+    let mut st = PolicyState::new();
+    // Busy at t0, then empty.
+    decide(&p, &mut st, Some(&sample(10, 5)), cur(1), t0);
+    let d = decide(&p, &mut st, Some(&sample(0, 0)), cur(1), t0 + s(60));
+    assert_eq!(d.replicas, 1, "{:?}", d.reasons);
+    assert!(d.reasons.iter().any(|r| r.step == Step::Activation));
+    // In-flight work counts as activity: the idle clock restarts.
+    let d = decide(&p, &mut st, Some(&sample(0, 1)), cur(1), t0 + s(110));
+    assert_eq!(d.replicas, 1);
+    let d = decide(&p, &mut st, Some(&sample(0, 0)), cur(1), t0 + s(200));
+    assert_eq!(d.replicas, 1);
+    let d = decide(&p, &mut st, Some(&sample(0, 0)), cur(1), t0 + s(231));
+    assert_eq!(d.replicas, 0, "{:?}", d.reasons);
+}
+
+// ---- 4. stabilization ---------------------------------------------------------
+
+#[test]
+fn scale_down_waits_for_the_stabilization_window() {
+    let p = policy(|c| c.scale_down.stabilization = Some(s(60)));
+    let t0 = Instant::now();
+    let mut st = PolicyState::new();
+    assert_eq!(
+        decide(&p, &mut st, Some(&sample(200, 0)), cur(10), t0).replicas,
+        10
+    );
+    for t in [10, 30, 59] {
+        let d = decide(&p, &mut st, Some(&sample(20, 0)), cur(10), t0 + s(t));
+        assert_eq!(d.replicas, 10, "t={t}");
+        assert!(steps(&d).contains(&Step::Stabilization));
+    }
+    // The 10 recorded at t0 has left the window at t=60.
+    assert_eq!(
+        decide(&p, &mut st, Some(&sample(20, 0)), cur(10), t0 + s(60)).replicas,
+        1
+    );
+}
+
+// ---- 5. rate limits ---------------------------------------------------------------
+
+#[test]
+fn default_scale_up_is_max_of_double_or_four_pods_per_15s() {
+    let p = policy(|_| {});
+    let t0 = Instant::now();
+    let mut st = PolicyState::new();
+    let mut c = 1;
+    let mut seen = vec![];
+    for i in 0..5 {
+        let now = t0 + s(15 * i);
+        let d = decide(&p, &mut st, Some(&sample(2000, 0)), cur(c), now);
+        st.record_scale(c, d.replicas, now);
+        c = d.replicas;
+        seen.push(c);
+    }
+    assert_eq!(seen, vec![5, 10, 20, 40, 80]);
+}
+
+#[test]
+fn custom_scale_down_policy_limits_pods_per_period() {
+    let p = policy(|c| {
+        c.scale_down.stabilization = Some(Duration::ZERO);
+        c.scale_down.policies = Some(vec![RateLimitConfig {
+            pods: Some(2),
+            percent: None,
+            period: s(60),
+        }]);
+    });
+    let t0 = Instant::now();
+    let mut st = PolicyState::new();
+    let d = decide(&p, &mut st, Some(&sample(0, 0)), cur(10), t0);
+    assert_eq!(d.replicas, 8);
+    assert_eq!(
+        d.reasons.last().unwrap().to_string(),
+        "rate limit: scale-down limited to -2 pods per 1m -> 8"
+    );
+    st.record_scale(10, 8, t0);
+    // Within the same minute the allowance is spent.
+    assert_eq!(
+        decide(&p, &mut st, Some(&sample(0, 0)), cur(8), t0 + s(30)).replicas,
+        8
+    );
+    assert_eq!(
+        decide(&p, &mut st, Some(&sample(0, 0)), cur(8), t0 + s(60)).replicas,
+        6
+    );
+}
+
+// ---- 6. bounds ------------------------------------------------------------------
+
+#[test]
+fn result_is_clamped_to_the_bounds() {
+    let p = policy(|c| {
+        c.min_replicas = 2;
+        c.max_replicas = 6;
+        c.scale_up.policies = Some(vec![RateLimitConfig {
+            pods: Some(100),
+            percent: None,
+            period: s(15),
+        }]);
+    });
+    let mut st = PolicyState::new();
+    let d = decide(
+        &p,
+        &mut st,
+        Some(&sample(10_000, 0)),
+        cur(3),
+        Instant::now(),
+    );
+    assert_eq!(d.replicas, 6);
+    assert_eq!(
+        d.reasons.last().unwrap().to_string(),
+        "bounds: 103 clamped to max_replicas 6 -> 6"
+    );
+    let mut st = PolicyState::new();
+    let d = decide(&p, &mut st, Some(&sample(0, 0)), cur(0), Instant::now());
+    assert_eq!(d.replicas, 2);
+}
+
+// ---- 7. fallback ------------------------------------------------------------------
+
+#[test]
+fn failed_samples_hold_then_fall_back() {
+    let t0 = Instant::now();
+    // (action, replicas, current, expected after 3 failures)
+    let table = [
+        (FallbackAction::Hold, None, 7, 7),
+        (FallbackAction::Replicas, Some(5), 7, 5),
+        (FallbackAction::Replicas, Some(9), 7, 9),
+        (FallbackAction::CurrentIfHigher, Some(5), 7, 7),
+        (FallbackAction::CurrentIfHigher, Some(9), 7, 9),
+    ];
+    for (action, n, c, want) in table {
+        let p = policy(|cfg| {
+            cfg.fallback = FallbackConfig {
+                after_failures: 3,
+                action,
+                replicas: n,
+            }
+        });
+        let mut st = PolicyState::new();
+        for i in 0..2 {
+            let d = decide(&p, &mut st, None, cur(c), t0 + s(i));
+            assert_eq!(d.replicas, c, "before the fallback a failure holds");
+            assert!(!d.fallback_active);
+        }
+        let d = decide(&p, &mut st, None, cur(c), t0 + s(2));
+        assert!(d.fallback_active);
+        assert_eq!(d.replicas, want, "{action:?} {n:?}: {:?}", d.reasons);
+        // A good sample ends the fallback.
+        let d = decide(&p, &mut st, Some(&sample(140, 0)), cur(c), t0 + s(3));
+        assert!(!d.fallback_active);
+        assert_eq!(st.consecutive_failures(), 0);
+    }
+}
+
+#[test]
+fn stale_age_counts_toward_fallback_but_backlog_can_still_scale_up() {
+    let p = policy(|c| {
+        c.max_message_age = Some(s(60));
+        c.fallback.after_failures = 2;
+    });
+    let t0 = Instant::now();
+    let mut st = PolicyState::new();
+    let smp = sample(400, 0); // age missing
+    let d = decide(&p, &mut st, Some(&smp), cur(10), t0);
+    assert_eq!(d.replicas, 20);
+    let d = decide(&p, &mut st, Some(&sample(0, 0)), cur(20), t0 + s(400));
+    // Nothing visible: the oldest message is known to be zero seconds old.
+    assert_eq!(st.consecutive_failures(), 0);
+    assert!(d.replicas < 20);
+    let smp = Sample {
+        visible: Some(5),
+        ..sample(5, 0)
+    };
+    decide(&p, &mut st, Some(&smp), cur(20), t0 + s(401));
+    let d = decide(&p, &mut st, Some(&smp), cur(20), t0 + s(800));
+    assert!(d.fallback_active);
+    assert_eq!(
+        d.replicas, 20,
+        "stale age never scales down: {:?}",
+        d.reasons
+    );
+}
+
+// ---- 8. pause -----------------------------------------------------------------------
+
+#[test]
+fn a_paused_policy_reports_but_keeps_the_current_count() {
+    let p = policy(|c| c.paused = true);
+    let mut st = PolicyState::new();
+    let d = decide(&p, &mut st, Some(&sample(400, 0)), cur(3), Instant::now());
+    assert_eq!(d.replicas, 3);
+    assert_eq!(d.unpaused_replicas, 7);
+    assert!(d.paused);
+    assert_eq!(
+        d.reasons.last().unwrap().to_string(),
+        "pause: paused; would scale to 7, keeping 3"
+    );
+}
+
+// ---- properties ---------------------------------------------------------------------
+
+fn arb_sample() -> impl Strategy<Value = Option<Sample>> {
+    prop_oneof![
+        1 => Just(None),
+        6 => (
+            proptest::option::weighted(0.9, 0u64..100_000),
+            proptest::option::weighted(0.8, 0u64..10_000),
+            proptest::option::weighted(0.7, 0u64..120_000),
+            proptest::option::weighted(0.5, 0.0f64..500.0),
+        )
+            .prop_map(|(v, f, age_ms, rate)| Some(Sample {
+                visible: v,
+                in_flight: f,
+                delayed: Some(0),
+                oldest_age: age_ms.map(Duration::from_millis),
+                arrival_rate: rate,
+                ..Sample::empty(SystemTime::UNIX_EPOCH)
+            })),
+    ]
+}
+
+fn arb_policy() -> impl Strategy<Value = Policy> {
+    (
+        0u32..5,
+        1u32..60,
+        proptest::option::of(1.0f64..100.0),
+        proptest::option::of(0.05f64..5.0),
+        proptest::option::of(1u64..300),
+        0.0f64..0.3,
+        0u64..120,
+        any::<bool>(),
+    )
+        .prop_map(
+            |(min, span, mpr, spm, age, tol, down_stab, fallback_higher)| {
+                let mut c = base_config();
+                c.min_replicas = min;
+                c.max_replicas = min + span;
+                c.messages_per_replica = mpr.or(if spm.is_none() && age.is_none() {
+                    Some(10.0)
+                } else {
+                    None
+                });
+                c.throughput = spm.map(|s| ThroughputConfig {
+                    seconds_per_message: Some(s),
+                    drain_within: None,
+                    target_utilization: 1.0,
+                });
+                c.max_message_age = age.map(Duration::from_secs);
+                c.tolerance = tol;
+                c.scale_down.stabilization = Some(Duration::from_secs(down_stab));
+                if fallback_higher {
+                    c.fallback = FallbackConfig {
+                        after_failures: 2,
+                        action: FallbackAction::CurrentIfHigher,
+                        replicas: Some(min + span / 2),
+                    };
+                }
+                Policy::new(&c, &CAPS)
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn result_always_lies_within_the_bounds(
+        p in arb_policy(),
+        samples in proptest::collection::vec(arb_sample(), 1..40),
+        start in 0u32..200,
+        step_ms in 100u64..60_000,
+    ) {
+        let t0 = Instant::now();
+        let mut st = PolicyState::new();
+        let mut c = start;
+        for (i, smp) in samples.iter().enumerate() {
+            let now = t0 + Duration::from_millis(step_ms * i as u64);
+            let d = decide(&p, &mut st, smp.as_ref(), cur(c), now);
+            prop_assert!(d.replicas >= p.min_replicas && d.replicas <= p.max_replicas,
+                "{} outside [{}, {}]: {:?}", d.replicas, p.min_replicas, p.max_replicas, d.reasons);
+            st.record_scale(c, d.replicas, now);
+            c = d.replicas;
+        }
+    }
+
+    #[test]
+    fn a_missing_or_failed_sample_never_lowers_replicas(
+        p in arb_policy(),
+        history in proptest::collection::vec(arb_sample(), 0..20),
+        current in 0u32..80,
+    ) {
+        let t0 = Instant::now();
+        let mut st = PolicyState::new();
+        for (i, smp) in history.iter().enumerate() {
+            decide(&p, &mut st, smp.as_ref(), cur(current), t0 + Duration::from_secs(i as u64));
+        }
+        let now = t0 + Duration::from_secs(history.len() as u64 + 1);
+        let d = decide(&p, &mut st, None, cur(current), now);
+        let floor = current.clamp(p.min_replicas, p.max_replicas);
+        prop_assert!(d.replicas >= floor, "{} < {}: {:?}", d.replicas, floor, d.reasons);
+    }
+
+    #[test]
+    fn a_sample_missing_a_needed_input_never_lowers_replicas(
+        p in arb_policy(),
+        visible in 0u64..10_000,
+        current in 1u32..80,
+    ) {
+        // Age unmeasured while messages wait; in-flight unmeasured too.
+        let smp = Sample {
+            visible: Some(visible.max(1)),
+            ..Sample::empty(SystemTime::UNIX_EPOCH)
+        };
+        let needs_missing = p.max_message_age.is_some() || p.count_in_flight;
+        let mut st = PolicyState::new();
+        let d = decide(&p, &mut st, Some(&smp), cur(current), Instant::now());
+        if needs_missing {
+            let floor = current.clamp(p.min_replicas, p.max_replicas);
+            prop_assert!(d.replicas >= floor, "{} < {}: {:?}", d.replicas, floor, d.reasons);
+        }
+    }
+
+    #[test]
+    fn constant_load_converges_and_stays(
+        mpr in 1.0f64..50.0,
+        backlog in 0u64..5_000,
+        start in 1u32..60,
+        tol in 0.0f64..0.2,
+    ) {
+        let p = policy(|c| {
+            c.max_replicas = 500;
+            c.messages_per_replica = Some(mpr);
+            c.tolerance = tol;
+            c.scale_down.stabilization = Some(Duration::from_secs(30));
+        });
+        let t0 = Instant::now();
+        let mut st = PolicyState::new();
+        let mut c = start;
+        let mut changes_after_settling = 0;
+        for i in 0..1_000u64 {
+            let now = t0 + Duration::from_secs(15 * i);
+            let d = decide(&p, &mut st, Some(&sample(backlog, 0)), cur(c), now);
+            if d.replicas != c {
+                st.record_scale(c, d.replicas, now);
+                if i > 100 { changes_after_settling += 1; }
+            }
+            c = d.replicas;
+        }
+        prop_assert_eq!(changes_after_settling, 0, "oscillates at {}", c);
+    }
+
+    #[test]
+    fn scale_up_never_exceeds_the_rate_limit(
+        pods in 1u32..10,
+        period_s in 5u64..120,
+        backlogs in proptest::collection::vec(0u64..50_000, 1..60),
+        step_s in 1u64..30,
+    ) {
+        let p = policy(|c| {
+            c.max_replicas = 10_000;
+            c.messages_per_replica = Some(1.0);
+            c.scale_up.policies = Some(vec![RateLimitConfig { pods: Some(pods), percent: None, period: Duration::from_secs(period_s) }]);
+        });
+        let t0 = Instant::now();
+        let mut st = PolicyState::new();
+        let mut c = 1u32;
+        let mut events: Vec<(u64, u32)> = vec![];
+        for (i, b) in backlogs.iter().enumerate() {
+            let t = step_s * i as u64;
+            let now = t0 + Duration::from_secs(t);
+            let d = decide(&p, &mut st, Some(&sample(*b, 0)), cur(c), now);
+            if d.replicas > c {
+                events.push((t, d.replicas - c));
+            }
+            st.record_scale(c, d.replicas, now);
+            c = d.replicas;
+            // Pods added within any trailing period never exceed the limit.
+            let added: u32 = events.iter().filter(|(at, _)| t - at < period_s).map(|(_, n)| n).sum();
+            prop_assert!(added <= pods, "added {} within {}s, limit {}", added, period_s, pods);
+        }
+    }
+
+    #[test]
+    fn stabilization_picks_the_window_extremes_like_the_hpa(
+        recs in proptest::collection::vec(0u64..1_000, 1..40),
+        up_s in 0u64..60,
+        down_s in 0u64..120,
+        current in 1u32..100,
+    ) {
+        let p = policy(|c| {
+            c.max_replicas = 1_000;
+            c.min_replicas = 0;
+            c.messages_per_replica = Some(1.0);
+            c.tolerance = 0.0;
+            c.scale_up.stabilization = Some(Duration::from_secs(up_s));
+            c.scale_down.stabilization = Some(Duration::from_secs(down_s));
+            c.scale_up.select = Some(SelectPolicy::Max);
+            c.scale_up.policies = Some(vec![RateLimitConfig { pods: Some(10_000), percent: None, period: Duration::from_secs(1) }]);
+            c.scale_down.policies = Some(vec![RateLimitConfig { pods: Some(10_000), percent: None, period: Duration::from_secs(1) }]);
+        });
+        let t0 = Instant::now();
+        let mut st = PolicyState::new();
+        let n = recs.len();
+        for (i, b) in recs.iter().enumerate() {
+            // Keep the queue non-empty so scale to zero is not involved.
+            let now = t0 + Duration::from_secs(i as u64);
+            let d = decide(&p, &mut st, Some(&sample((*b).max(1), 0)), cur(current), now);
+            if i == n - 1 {
+                let in_window = |w: u64| recs.iter().enumerate()
+                    .filter(move |(j, _)| (i - j) < w as usize || *j == i)
+                    .map(|(_, r)| (*r).max(1) as u32);
+                let up = in_window(up_s).min().unwrap();
+                let mut down = in_window(down_s).max().unwrap();
+                // qscale's one deviation from the HPA: the count found at
+                // start-up counts as a recommendation for one down-window.
+                if (i as u64) < down_s {
+                    down = down.max(current);
+                }
+                let want = current.max(up).min(down);
+                prop_assert_eq!(d.replicas, want, "{:?}", d.reasons);
+            }
+        }
+    }
+}

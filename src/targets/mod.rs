@@ -1,0 +1,126 @@
+//! Scale targets: what qscale resizes.
+//!
+//! A target reports its current replica count (what it was asked for, and
+//! how many are ready) and accepts a new one. Targets are a closed,
+//! serde-tagged enum ([`TargetConfig`]) with one file per variant.
+
+pub mod ecs;
+pub mod kubernetes;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Problems;
+
+/// The replica state of a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct Replicas {
+    /// What the target is asked to run (`spec.replicas`, ECS `desiredCount`).
+    pub desired: u32,
+    /// How many are ready/running, when the target reports it.
+    pub ready: Option<u32>,
+}
+
+impl Replicas {
+    pub fn new(desired: u32, ready: Option<u32>) -> Replicas {
+        Replicas { desired, ready }
+    }
+}
+
+/// Something whose replica count qscale can read and set.
+#[async_trait]
+pub trait ScaleTarget: Send + Sync {
+    /// Equal to the target's config tag; the `target` metric label.
+    fn kind(&self) -> &'static str;
+    /// Read the current replica state.
+    async fn current(&self) -> Result<Replicas, TargetError>;
+    /// Ask for `n` replicas.
+    async fn set_replicas(&self, n: u32) -> Result<(), TargetError>;
+    /// Whether the target itself asks qscale to pause (for Kubernetes, the
+    /// `qscale.io/paused: "true"` annotation). Targets without such a
+    /// switch are never paused by it.
+    async fn paused(&self) -> Result<bool, TargetError> {
+        Ok(false)
+    }
+}
+
+/// Why reading or writing a target failed. One line that says what to fix.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum TargetError {
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("forbidden: {0}; grant the permissions listed in docs/configuration.md")]
+    Forbidden(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("throttled by the API: {0}")]
+    Throttled(String),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+impl TargetError {
+    /// The bounded `error` label of `qscale_target_errors_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            TargetError::Conflict(_) => "conflict",
+            TargetError::Forbidden(_) => "forbidden",
+            TargetError::NotFound(_) => "not_found",
+            TargetError::Throttled(_) => "throttled",
+            TargetError::Timeout(_) => "timeout",
+            TargetError::Unavailable(_) => "unavailable",
+            TargetError::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// The `target` table of a scaler; `kind` picks the variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TargetConfig {
+    /// A Kubernetes object with a `/scale` subresource (Deployment,
+    /// StatefulSet, Argo Rollout, ...).
+    Kubernetes(kubernetes::KubernetesTargetConfig),
+    /// An Amazon ECS service.
+    Ecs(ecs::EcsTargetConfig),
+}
+
+impl TargetConfig {
+    /// The config tag, also the `target` metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TargetConfig::Kubernetes(_) => "kubernetes",
+            TargetConfig::Ecs(_) => "ecs",
+        }
+    }
+
+    /// Decide and report, never write.
+    pub fn dry_run(&self) -> bool {
+        match self {
+            TargetConfig::Kubernetes(c) => c.dry_run,
+            TargetConfig::Ecs(c) => c.dry_run,
+        }
+    }
+
+    pub fn validate(&self, path: &str, p: &mut Problems) {
+        match self {
+            TargetConfig::Kubernetes(c) => c.validate(path, p),
+            TargetConfig::Ecs(c) => c.validate(path, p),
+        }
+    }
+
+    /// A one-line description for `qscale check`.
+    pub fn describe(&self) -> String {
+        match self {
+            TargetConfig::Kubernetes(c) => c.describe(),
+            TargetConfig::Ecs(c) => c.describe(),
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Every example in config/ parses and validates, and `qscale check` treats
+//! broken files the way users need: every error, with its field path, exit 2.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use qscale::config::{Config, ConfigError};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn examples() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("config"))
+        .expect("config/ exists")
+        .map(|e| e.expect("readable entry").path())
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("toml" | "yaml" | "yml")
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn qscale(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_qscale"))
+        .args(args)
+        .env_remove("QSCALE__SERVER__LISTEN")
+        .output()
+        .expect("run qscale");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write temp config");
+    p
+}
+
+#[test]
+fn every_example_in_config_parses_and_validates() {
+    let files = examples();
+    assert!(
+        files.len() >= 3,
+        "expected the example configs, found {files:?}"
+    );
+    for f in files {
+        let cfg = Config::load(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert!(!cfg.scalers.is_empty(), "{}", f.display());
+    }
+}
+
+#[test]
+fn check_exits_zero_with_one_summary_line_per_scaler_on_each_example() {
+    for f in examples() {
+        let cfg = Config::load(&f).expect("valid");
+        let (code, out, err) = qscale(&["check", f.to_str().unwrap()]);
+        assert_eq!(code, 0, "{}: {err}", f.display());
+        for s in &cfg.scalers {
+            assert_eq!(
+                out.lines()
+                    .filter(|l| l.starts_with(&format!("{}: ", s.name)))
+                    .count(),
+                1,
+                "{out}"
+            );
+        }
+    }
+}
+
+const BROKEN: &str = r#"
+[[scaler]]
+name = "a"
+[scaler.source]
+kind = "sqs"
+queue_name = "q"
+cloudwatch = false
+[scaler.target]
+kind = "kubernetes"
+name = "w"
+[scaler.policy]
+min_replicas = 5
+max_replicas = 3
+max_message_age = "1m"
+
+[[scaler]]
+name = "a"
+[scaler.source]
+kind = "sqs"
+queue_url = "https://sqs.us-east-1.amazonaws.com/123456789012/q"
+[scaler.target]
+kind = "ecs"
+cluster = "c"
+service = "s"
+[scaler.policy]
+max_replicas = 3
+[scaler.policy.fallback]
+action = "replicas"
+"#;
+
+#[test]
+fn check_lists_every_error_with_its_field_path_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "broken.toml", BROKEN);
+    let (code, out, err) = qscale(&["check", f.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    for want in [
+        "error: scaler[0].policy.max_replicas: must be >= min_replicas (5)",
+        "error: scaler[0].policy.max_message_age: the age signal needs a source that measures message age",
+        "error: scaler[1].name: duplicate name \"a\" (also scaler[0])",
+        "error: scaler[1].policy: set at least one signal",
+        "error: scaler[1].policy.fallback.replicas: required with this action",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    assert!(err.contains("5 error(s)"), "{err}");
+}
+
+#[test]
+fn bad_input_gives_one_clear_line_never_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (
+            write(d, "unknown.toml", "[[scaler]]\nname = \"a\"\nbogus = 1\n"),
+            "unknown field `bogus`",
+        ),
+        (
+            write(d, "syntax.toml", "[server\nlisten = 1\n"),
+            "at line 1, column 8",
+        ),
+        (
+            write(d, "syntax.yaml", "scaler:\n  - name: a\n   source: [\n"),
+            "line 3 column",
+        ),
+        (
+            write(
+                d,
+                "duration.yaml",
+                "scaler:\n  - name: a\n    source: {kind: sqs, queue_name: q}\n    target: {kind: kubernetes, name: w}\n    policy: {max_replicas: 3, max_message_age: soon}\n",
+            ),
+            "scaler[0].policy.max_message_age",
+        ),
+        (
+            write(
+                d,
+                "negative.toml",
+                "[[scaler]]\nname = \"a\"\nsource = { kind = \"sqs\", queue_name = \"q\" }\ntarget = { kind = \"kubernetes\", name = \"w\" }\npolicy = { max_replicas = -3 }\n",
+            ),
+            "scaler[0].policy.max_replicas",
+        ),
+        (
+            write(
+                d,
+                "kind.toml",
+                "[[scaler]]\nname = \"a\"\n[scaler.source]\nkind = \"kafka\"\n",
+            ),
+            "unknown variant `kafka`",
+        ),
+        (write(d, "empty.toml", ""), "is empty"),
+        (
+            write(d, "wrong.json", "{}"),
+            "use a .toml, .yaml or .yml extension",
+        ),
+        (d.join("missing.toml"), "cannot read config file"),
+    ];
+    for (path, want) in cases {
+        let (code, _out, err) = qscale(&["check", path.to_str().unwrap()]);
+        assert_eq!(code, 2, "{}: {err}", path.display());
+        assert!(
+            err.contains(want),
+            "{}: want {want:?} in {err}",
+            path.display()
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn environment_overrides_file_values() {
+    let text = std::fs::read_to_string(repo().join("config/sqs-kubernetes.toml")).unwrap();
+    let env = vec![
+        (
+            "QSCALE__SERVER__LISTEN".to_string(),
+            "127.0.0.1:9555".to_string(),
+        ),
+        (
+            "QSCALE__DEFAULTS__POLL_INTERVAL".to_string(),
+            "3s".to_string(),
+        ),
+        ("UNRELATED".to_string(), "x".to_string()),
+    ];
+    let cfg = Config::from_str_with_env(&text, Path::new("x.toml"), env).expect("valid");
+    assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:9555");
+    assert_eq!(cfg.defaults.poll_interval.as_secs(), 3);
+}
+
+#[test]
+fn an_invalid_environment_override_is_reported_like_a_file_error() {
+    let text = std::fs::read_to_string(repo().join("config/sqs-kubernetes.toml")).unwrap();
+    let env = vec![(
+        "QSCALE__SERVER__LISTEN".to_string(),
+        "not-an-address".to_string(),
+    )];
+    let err = Config::from_str_with_env(&text, Path::new("x.toml"), env).unwrap_err();
+    assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+    assert!(err.to_string().contains("server.listen"), "{err}");
+}
+
+#[test]
+fn schema_command_prints_a_json_schema_naming_every_section() {
+    let (code, out, err) = qscale(&["schema"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let text = v.to_string();
+    for key in [
+        "scaler",
+        "server",
+        "messages_per_replica",
+        "max_message_age",
+        "queue_url",
+        "stabilization",
+    ] {
+        assert!(text.contains(key), "schema lacks {key}");
+    }
+}
+
+#[test]
+fn version_flag_prints_the_crate_version() {
+    let (code, out, _) = qscale(&["--version"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), format!("qscale {}", qscale::VERSION));
+}
