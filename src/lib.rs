@@ -14,9 +14,11 @@
 //! - [`targets`]: scale targets and their [`targets::Replicas`];
 //! - [`cli`]: the command-line interface that `main.rs` calls.
 
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod policy;
+pub mod shared;
 pub mod sources;
 pub mod targets;
 

@@ -1,0 +1,83 @@
+//! Shared AWS SDK configuration for every source and target that talks to AWS.
+//!
+//! Credentials and region come from the standard AWS chain (environment,
+//! profile, web identity/IRSA, ECS task role, instance metadata) via
+//! aws-config; nothing secret is ever read from qscale's own config file.
+//!
+//! Two things are decided here once for the whole process:
+//! - TLS uses rustls with *ring* only. With default features the AWS SDKs
+//!   would pull aws-lc-rs while kube pulls ring, and rustls then cannot pick a
+//!   process-wide provider; one provider keeps both working and the build
+//!   small.
+//! - Every call has an operation timeout (retries included) and an attempt
+//!   timeout, so a hung endpoint can never stall a scaler's loop.
+//!
+//! Loading the credential chain is not free (it may read files or call STS),
+//! so configs are cached per (region, endpoint) and shared by all scalers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use tokio::sync::Mutex;
+
+/// Where to reach AWS and how long a call may take.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AwsEndpoint {
+    /// Explicit region; `None` uses the standard chain.
+    pub region: Option<String>,
+    /// Custom endpoint (VPC endpoint, LocalStack, moto).
+    pub endpoint_url: Option<String>,
+}
+
+/// A process-wide cache of loaded SDK configs.
+#[derive(Clone, Default)]
+pub struct AwsConfigs {
+    inner: Arc<Mutex<HashMap<(AwsEndpoint, Duration), SdkConfig>>>,
+}
+
+impl AwsConfigs {
+    pub fn new() -> AwsConfigs {
+        AwsConfigs::default()
+    }
+
+    /// The SDK config for `endpoint`, whose calls give up after `timeout`
+    /// (all retries included).
+    pub async fn get(&self, endpoint: &AwsEndpoint, timeout: Duration) -> SdkConfig {
+        let key = (endpoint.clone(), timeout);
+        let mut map = self.inner.lock().await;
+        if let Some(c) = map.get(&key) {
+            return c.clone();
+        }
+        let c = load(endpoint, timeout).await;
+        map.insert(key, c.clone());
+        c
+    }
+}
+
+/// Load an SDK config with ring-only TLS, bounded timeouts and standard
+/// retries.
+pub async fn load(endpoint: &AwsEndpoint, timeout: Duration) -> SdkConfig {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let attempt = (timeout / 2).max(Duration::from_millis(500));
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(attempt.min(Duration::from_secs(3)))
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(timeout)
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .timeout_config(timeouts)
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3));
+    if let Some(r) = &endpoint.region {
+        loader = loader.region(Region::new(r.clone()));
+    }
+    if let Some(url) = &endpoint.endpoint_url {
+        loader = loader.endpoint_url(url.clone());
+    }
+    loader.load().await
+}

@@ -1,0 +1,22 @@
+//! Clients and state shared by all scalers of one process.
+//!
+//! Sources and targets are built from their config with a reference to this
+//! struct, so that expensive or rate-limited things exist once per process:
+//! AWS SDK configs (credential chains), batched CloudWatch readers, the
+//! Kubernetes client, the simulated world of the demo source and target.
+//! It is cheap to clone (everything inside is reference-counted).
+
+use crate::aws::AwsConfigs;
+
+/// Process-wide clients; clone freely.
+#[derive(Clone, Default)]
+pub struct Shared {
+    /// Loaded AWS SDK configs, one per region and endpoint.
+    pub aws: AwsConfigs,
+}
+
+impl Shared {
+    pub fn new() -> Shared {
+        Shared::default()
+    }
+}
