@@ -1,5 +1,5 @@
-//! The command-line interface: `check`, `schema` (and, as they land, `run`,
-//! `once`, `simulate`).
+//! The command-line interface: `check`, `schema`, `run`, `once` (and, as it
+//! lands, `simulate`). This is the binary's edge: `anyhow` stops here.
 //!
 //! Exit codes are part of the interface: 0 success, 2 for a configuration the
 //! user must fix (every problem listed), 1 for anything else.
@@ -36,6 +36,63 @@ pub enum Command {
     },
     /// Print the JSON Schema of the config file (for editor completion).
     Schema,
+    /// Run the daemon: poll every scaler, actuate, serve /metrics and /status.
+    Run {
+        /// Path to the config file (.toml, .yaml or .yml).
+        #[arg(long, short, env = "QSCALE_CONFIG")]
+        config: PathBuf,
+        /// Decide and report, never write to any target.
+        #[arg(long)]
+        dry_run: bool,
+        /// Log format: `text` for people, `json` for log pipelines.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Sample every source once, read every target, and print the decision
+    /// with its reasons. Writes nothing.
+    Once {
+        /// Path to the config file.
+        config: PathBuf,
+        /// Only this scaler.
+        #[arg(long)]
+        scaler: Option<String>,
+        /// `text` or `json` (one JSON object per scaler, one per line).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Report output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// Install the tracing subscriber; `RUST_LOG` overrides the default `info`.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// Run a parsed command line.
@@ -50,6 +107,67 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let schema = serde_json::to_string_pretty(&crate::config::json_schema())?;
             println!("{schema}");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            config,
+            dry_run,
+            log_format,
+        } => {
+            init_logging(log_format);
+            let opts = crate::run::RunOptions { config, dry_run };
+            match runtime()?.block_on(crate::run::run(opts)) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(crate::run::RunError::Config(e)) => {
+                    for l in e.lines() {
+                        eprintln!("error: {l}");
+                    }
+                    Ok(ExitCode::from(EXIT_INVALID_CONFIG))
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::Once {
+            config,
+            scaler,
+            output,
+        } => {
+            init_logging(LogFormat::Text);
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    for l in e.lines() {
+                        eprintln!("error: {l}");
+                    }
+                    return Ok(ExitCode::from(EXIT_INVALID_CONFIG));
+                }
+            };
+            if let Some(name) = &scaler
+                && cfg.scaler(name).is_none()
+            {
+                let known: Vec<&str> = cfg.scalers.iter().map(|s| s.name.as_str()).collect();
+                eprintln!(
+                    "error: no scaler named {name:?}; known: {}",
+                    known.join(", ")
+                );
+                return Ok(ExitCode::from(EXIT_INVALID_CONFIG));
+            }
+            let reports = runtime()?.block_on(crate::run::once(&cfg, scaler.as_deref()));
+            let mut out = std::io::stdout().lock();
+            for r in &reports {
+                match output {
+                    Output::Json => writeln!(out, "{}", serde_json::to_string(r)?)?,
+                    Output::Text => write!(out, "{}", crate::run::render_once_text(r))?,
+                }
+            }
+            let failed = reports.iter().any(|r| r.error.is_some());
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }

@@ -12,14 +12,25 @@
 //! - [`policy`]: the pure decision function and its state;
 //! - [`sources`]: queue sources and the [`sources::Sample`] they produce;
 //! - [`targets`]: scale targets and their [`targets::Replicas`];
+//! - [`control_loop`]: one task per scaler and the daemon that supervises
+//!   them (reload, shutdown);
+//! - [`metrics`]: every Prometheus metric, registered in one place;
+//! - [`http`]: /metrics, /healthz, /readyz, /status;
+//! - [`status`]: what each scaler last saw and decided;
+//! - [`aws`] and [`shared`]: clients shared by all scalers of a process;
 //! - [`cli`]: the command-line interface that `main.rs` calls.
 
 pub mod aws;
 pub mod cli;
 pub mod config;
+pub mod control_loop;
+pub mod http;
+pub mod metrics;
 pub mod policy;
+pub mod run;
 pub mod shared;
 pub mod sources;
+pub mod status;
 pub mod targets;
 
 /// The crate version, as `qscale --version` and `qscale_build_info` show it.

@@ -45,6 +45,11 @@ pub trait ScaleTarget: Send + Sync {
     async fn paused(&self) -> Result<bool, TargetError> {
         Ok(false)
     }
+    /// Other controllers that also scale this target (an HPA, a KEDA
+    /// ScaledObject), one warning line each.
+    async fn conflicts(&self) -> Result<Vec<String>, TargetError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Why reading or writing a target failed. One line that says what to fix.
@@ -122,5 +127,16 @@ impl TargetConfig {
             TargetConfig::Kubernetes(c) => c.describe(),
             TargetConfig::Ecs(c) => c.describe(),
         }
+    }
+
+    /// Build the live target. Calls give up after `timeout`.
+    pub async fn build(
+        &self,
+        _shared: &crate::shared::Shared,
+        _timeout: Duration,
+    ) -> Result<std::sync::Arc<dyn ScaleTarget>, TargetError> {
+        Err(TargetError::Invalid(
+            "targets land with the targets branch".into(),
+        ))
     }
 }

@@ -1,0 +1,816 @@
+//! The control loop: one task per scaler, supervised by the [`Daemon`].
+//!
+//! Each scaler polls on its own jittered interval: sample the source, read
+//! the target, run the pure policy, and, when the number changes (and the
+//! scaler is neither paused nor in dry run, and this process leads), write
+//! it in the *same* poll: no second loop as with KEDA feeding an HPA.
+//! Every phase is bounded by a timeout, and scalers share nothing that can
+//! block, so a slow or failing scaler never delays another.
+//!
+//! The daemon owns the tasks. A reload diffs the new config against the
+//! running one: unchanged scalers keep running untouched; changed ones are
+//! restarted with their policy state (stabilization windows, learned rates)
+//! carried over; removed ones are stopped and their metrics dropped.
+//! Shutdown stops new polls, lets an in-flight write finish (bounded), and
+//! returns.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::{Config, DefaultsConfig, ScalerConfig};
+use crate::metrics::{Metrics, set_or_remove_f64};
+use crate::policy::{Decision, Policy, PolicyState, decide};
+use crate::shared::Shared;
+use crate::sources::{QueueSource, Sample, SourceError};
+use crate::status::{ActionStatus, ErrorStatus, ScalerStatus, StatusBoard, unix};
+use crate::targets::{Replicas, ScaleTarget, TargetError};
+
+/// How often a scaler re-checks for other controllers on its target.
+const CONFLICT_CHECK_EVERY: Duration = Duration::from_secs(600);
+/// A repeated identical error is logged at most this often.
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Whether this process may actuate a given scaler. Without leader election
+/// it always may; with it, only while it holds the scaler's Lease.
+#[derive(Clone)]
+pub struct Leadership {
+    shards: Arc<Vec<AtomicBool>>,
+}
+
+impl Leadership {
+    /// A single replica: always leader.
+    pub fn always() -> Leadership {
+        Leadership {
+            shards: Arc::new(vec![AtomicBool::new(true)]),
+        }
+    }
+
+    /// `n` shards, none held yet.
+    pub fn shards(n: u32) -> Leadership {
+        Leadership {
+            shards: Arc::new((0..n.max(1)).map(|_| AtomicBool::new(false)).collect()),
+        }
+    }
+
+    /// The shard of a scaler: a stable hash of its name (FNV-1a, so every
+    /// replica and every version agrees).
+    pub fn shard_of(&self, scaler: &str) -> usize {
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in scaler.as_bytes() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        (h % self.shards.len() as u64) as usize
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub fn may_actuate(&self, scaler: &str) -> bool {
+        self.shards[self.shard_of(scaler)].load(Ordering::SeqCst)
+    }
+
+    pub fn set(&self, shard: usize, held: bool) {
+        if let Some(s) = self.shards.get(shard) {
+            s.store(held, Ordering::SeqCst);
+        }
+    }
+
+    /// Holds at least one shard.
+    pub fn any(&self) -> bool {
+        self.shards.iter().any(|s| s.load(Ordering::SeqCst))
+    }
+}
+
+/// What every scaler task shares.
+#[derive(Clone)]
+pub struct Runtime {
+    pub shared: Shared,
+    pub metrics: Arc<Metrics>,
+    pub status: Arc<StatusBoard>,
+    pub leadership: Leadership,
+    /// `--dry-run` on the command line: no scaler writes.
+    pub dry_run: bool,
+}
+
+impl Runtime {
+    pub fn new(shared: Shared, dry_run: bool) -> Runtime {
+        Runtime {
+            shared,
+            metrics: Arc::new(Metrics::new()),
+            status: Arc::new(StatusBoard::new()),
+            leadership: Leadership::always(),
+            dry_run,
+        }
+    }
+}
+
+/// A phase failure, normalized for metrics, status and logs.
+#[derive(Debug, Clone)]
+struct PhaseError {
+    phase: &'static str,
+    label: &'static str,
+    message: String,
+}
+
+impl PhaseError {
+    fn source(e: &SourceError) -> PhaseError {
+        PhaseError {
+            phase: "sample",
+            label: e.metric_label(),
+            message: e.to_string(),
+        }
+    }
+    fn target(phase: &'static str, e: &TargetError) -> PhaseError {
+        PhaseError {
+            phase,
+            label: e.metric_label(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Logs an error when it is new, and a repeated one at most once a minute,
+/// so a dead endpoint does not flood the log.
+#[derive(Default)]
+struct ErrorLog {
+    last: Option<(String, std::time::Instant, u64)>,
+}
+
+impl ErrorLog {
+    fn error(&mut self, scaler: &str, e: &PhaseError) {
+        let key = format!("{}/{}", e.phase, e.message);
+        let now = std::time::Instant::now();
+        match &mut self.last {
+            Some((k, at, repeats)) if *k == key => {
+                *repeats += 1;
+                if now.duration_since(*at) >= ERROR_LOG_EVERY {
+                    tracing::warn!(
+                        scaler,
+                        phase = e.phase,
+                        error = e.label,
+                        repeated = *repeats,
+                        "{}",
+                        e.message
+                    );
+                    *at = now;
+                    *repeats = 0;
+                }
+            }
+            _ => {
+                tracing::warn!(scaler, phase = e.phase, error = e.label, "{}", e.message);
+                self.last = Some((key, now, 0));
+            }
+        }
+    }
+
+    fn ok(&mut self, scaler: &str) {
+        if let Some((k, _, _)) = self.last.take() {
+            tracing::info!(scaler, previous = %k, "recovered");
+        }
+    }
+}
+
+/// The outcome of the read-only half of a poll.
+pub struct Prepared {
+    pub sample: Result<Sample, SourceError>,
+    pub current: Result<Replicas, TargetError>,
+    pub paused_by: Option<&'static str>,
+    pub decision: Option<Decision>,
+    started: Instant,
+}
+
+/// One scaler: its config, policy, state, and lazily built clients.
+pub struct Scaler {
+    name: String,
+    cfg: ScalerConfig,
+    defaults: DefaultsConfig,
+    policy: Policy,
+    paused_policy: Policy,
+    state: Arc<Mutex<PolicyState>>,
+    rt: Runtime,
+    source: Option<Arc<dyn QueueSource>>,
+    target: Option<Arc<dyn ScaleTarget>>,
+    errors: ErrorLog,
+    next_conflict_check: Option<Instant>,
+}
+
+impl Scaler {
+    /// A scaler whose source and target are built on first use (and rebuilt
+    /// on the next poll if building failed).
+    pub fn new(
+        cfg: ScalerConfig,
+        defaults: DefaultsConfig,
+        state: Arc<Mutex<PolicyState>>,
+        rt: Runtime,
+    ) -> Scaler {
+        let caps = cfg.source.capabilities();
+        let policy = Policy::new(&cfg.policy, &caps);
+        let paused_policy = Policy {
+            paused: true,
+            ..policy.clone()
+        };
+        let mut st = ScalerStatus::new(
+            &cfg.name,
+            cfg.source.kind(),
+            cfg.target.kind(),
+            cfg.poll_interval(&defaults),
+        );
+        st.dry_run = rt.dry_run || cfg.target.dry_run();
+        st.paused = cfg.policy.paused;
+        st.paused_by = cfg.policy.paused.then_some("config");
+        rt.status.put(st);
+        Scaler {
+            name: cfg.name.clone(),
+            cfg,
+            defaults,
+            policy,
+            paused_policy,
+            state,
+            rt,
+            source: None,
+            target: None,
+            errors: ErrorLog::default(),
+            next_conflict_check: None,
+        }
+    }
+
+    /// Use these clients instead of building them from the config (tests,
+    /// and callers that already hold them).
+    pub fn with_clients(
+        mut self,
+        source: Arc<dyn QueueSource>,
+        target: Arc<dyn ScaleTarget>,
+    ) -> Scaler {
+        self.source = Some(source);
+        self.target = Some(target);
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn poll_interval(&self) -> Duration {
+        self.cfg.poll_interval(&self.defaults)
+    }
+
+    fn dry_run(&self) -> bool {
+        self.rt.dry_run || self.cfg.target.dry_run()
+    }
+
+    async fn source(&mut self) -> Result<Arc<dyn QueueSource>, SourceError> {
+        if let Some(s) = &self.source {
+            return Ok(s.clone());
+        }
+        let s = self
+            .cfg
+            .source
+            .build(&self.rt.shared, self.defaults.sample_timeout)
+            .await?;
+        self.source = Some(s.clone());
+        Ok(s)
+    }
+
+    async fn target(&mut self) -> Result<Arc<dyn ScaleTarget>, TargetError> {
+        if let Some(t) = &self.target {
+            return Ok(t.clone());
+        }
+        let t = self
+            .cfg
+            .target
+            .build(&self.rt.shared, self.defaults.actuate_timeout)
+            .await?;
+        self.target = Some(t.clone());
+        Ok(t)
+    }
+
+    async fn read_current(&mut self) -> Result<(Replicas, bool), TargetError> {
+        let timeout = self.defaults.actuate_timeout;
+        let target = self.target().await?;
+        let current = bounded(timeout, target.current(), TargetError::Timeout(timeout)).await?;
+        // Failing to read the pause switch must not stop scaling: the
+        // annotation is an extra, and its error is reported like any other.
+        let paused = match bounded(timeout, target.paused(), TargetError::Timeout(timeout)).await {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = self.target_error("target", &e);
+                false
+            }
+        };
+        Ok((current, paused))
+    }
+
+    /// Sample, read the target, decide. Writes nothing; safe to cancel.
+    pub async fn prepare(&mut self) -> Prepared {
+        let started = Instant::now();
+        let timeout = self.defaults.sample_timeout;
+        let sample = match self.source().await {
+            Ok(src) => bounded(timeout, src.sample(), SourceError::Timeout(timeout)).await,
+            Err(e) => Err(e),
+        };
+        self.observe("sample", started.elapsed());
+        let read = self.read_current().await;
+        self.check_conflicts().await;
+        let (current, paused_by) = match read {
+            Ok((c, annotation)) => {
+                let by = if self.cfg.policy.paused {
+                    Some("config")
+                } else if annotation {
+                    Some("annotation")
+                } else {
+                    None
+                };
+                (Ok(c), by)
+            }
+            Err(e) => (Err(e), None),
+        };
+        let decision = match &current {
+            Ok(c) => {
+                let t = Instant::now();
+                let policy = if paused_by.is_some() {
+                    &self.paused_policy
+                } else {
+                    &self.policy
+                };
+                let mut state = self.state.lock().await;
+                let d = decide(policy, &mut state, sample.as_ref().ok(), *c, t.into_std());
+                drop(state);
+                self.observe("decide", t.elapsed());
+                Some(d)
+            }
+            Err(_) => None,
+        };
+        Prepared {
+            sample,
+            current,
+            paused_by,
+            decision,
+            started,
+        }
+    }
+
+    /// Act on a prepared poll and record everything it saw.
+    pub async fn finish(&mut self, p: Prepared) {
+        let leader = self.rt.leadership.may_actuate(&self.name);
+        let mut decision = p.decision;
+        let current = p.current.clone().ok();
+        let mut action = None;
+        let mut act_error = None;
+        if let (Some(d), Some(cur)) = (&decision, current)
+            && d.changes()
+            && !d.paused
+            && !self.dry_run()
+            && leader
+        {
+            let t = Instant::now();
+            match self
+                .actuate(d, cur, p.sample.as_ref().ok(), p.paused_by.is_some())
+                .await
+            {
+                Ok(Some((d2, _))) => {
+                    action = Some(ActionStatus {
+                        from: d2.current,
+                        to: d2.replicas,
+                        at: unix(SystemTime::now()),
+                        reasons: d2.reasons.clone(),
+                    });
+                    decision = Some(d2);
+                }
+                Ok(None) => {}
+                Err(e) => act_error = Some(self.target_error("actuate", &e)),
+            }
+            self.observe("actuate", t.elapsed());
+        }
+        self.record(
+            &p.sample,
+            &p.current,
+            decision.as_ref(),
+            p.paused_by,
+            leader,
+            action,
+            act_error,
+            p.started,
+        );
+    }
+
+    /// Write the decision. A conflict (someone changed the object between
+    /// our read and our write) re-reads the target and re-decides on the same
+    /// sample once; it never blindly overwrites. Returns the decision and the
+    /// target state it was applied to, or `None` when nothing needed writing.
+    async fn actuate(
+        &mut self,
+        d: &Decision,
+        cur: Replicas,
+        sample: Option<&Sample>,
+        paused: bool,
+    ) -> Result<Option<(Decision, Replicas)>, TargetError> {
+        let timeout = self.defaults.actuate_timeout;
+        let target = self.target().await?;
+        match bounded(
+            timeout,
+            target.set_replicas(d.replicas),
+            TargetError::Timeout(timeout),
+        )
+        .await
+        {
+            Ok(()) => {
+                self.applied(cur.desired, d);
+                Ok(Some((d.clone(), cur)))
+            }
+            Err(TargetError::Conflict(msg)) => {
+                tracing::info!(scaler = %self.name, "write conflict ({msg}); re-reading and re-deciding");
+                self.rt
+                    .metrics
+                    .target_errors
+                    .with_label_values(&[&self.name, self.cfg.target.kind(), "conflict"])
+                    .inc();
+                let fresh =
+                    bounded(timeout, target.current(), TargetError::Timeout(timeout)).await?;
+                let policy = if paused {
+                    &self.paused_policy
+                } else {
+                    &self.policy
+                };
+                let mut state = self.state.lock().await;
+                let d2 = decide(policy, &mut state, sample, fresh, Instant::now().into_std());
+                drop(state);
+                if !d2.changes() || d2.paused {
+                    return Ok(None);
+                }
+                bounded(
+                    timeout,
+                    target.set_replicas(d2.replicas),
+                    TargetError::Timeout(timeout),
+                )
+                .await?;
+                self.applied(fresh.desired, &d2);
+                Ok(Some((d2, fresh)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn applied(&mut self, from: u32, d: &Decision) {
+        let now = Instant::now().into_std();
+        if let Ok(mut st) = self.state.try_lock() {
+            st.record_scale(from, d.replicas, now);
+        }
+        let direction = if d.replicas > from { "up" } else { "down" };
+        self.rt
+            .metrics
+            .scale_operations
+            .with_label_values(&[&self.name, direction])
+            .inc();
+        let reasons: Vec<String> = d.reasons.iter().map(|r| r.to_string()).collect();
+        tracing::info!(
+            scaler = %self.name,
+            from,
+            to = d.replicas,
+            reasons = %reasons.join("; "),
+            "scaled {direction}"
+        );
+    }
+
+    async fn check_conflicts(&mut self) {
+        let now = Instant::now();
+        if self.next_conflict_check.is_some_and(|t| now < t) {
+            return;
+        }
+        let Some(target) = self.target.clone() else {
+            return;
+        };
+        self.next_conflict_check = Some(now + CONFLICT_CHECK_EVERY);
+        let timeout = self.defaults.actuate_timeout;
+        match bounded(timeout, target.conflicts(), TargetError::Timeout(timeout)).await {
+            Ok(warnings) => {
+                for w in &warnings {
+                    tracing::warn!(scaler = %self.name, "{w}");
+                }
+                self.rt.status.update(&self.name, |s| s.warnings = warnings);
+            }
+            Err(e) => {
+                tracing::debug!(scaler = %self.name, error = %e, "could not check for other controllers");
+            }
+        }
+    }
+
+    fn observe(&self, phase: &str, d: Duration) {
+        self.rt
+            .metrics
+            .poll_duration
+            .with_label_values(&[&self.name, phase])
+            .observe(d.as_secs_f64());
+    }
+
+    /// Count and log a target error; the caller puts it into the status.
+    fn target_error(&mut self, phase: &'static str, e: &TargetError) -> PhaseError {
+        let pe = PhaseError::target(phase, e);
+        self.rt
+            .metrics
+            .target_errors
+            .with_label_values(&[&self.name, self.cfg.target.kind(), pe.label])
+            .inc();
+        self.errors.error(&self.name, &pe);
+        pe
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        sample: &Result<Sample, SourceError>,
+        current: &Result<Replicas, TargetError>,
+        decision: Option<&Decision>,
+        paused_by: Option<&'static str>,
+        leader: bool,
+        action: Option<ActionStatus>,
+        act_error: Option<PhaseError>,
+        started: Instant,
+    ) {
+        let m = &self.rt.metrics;
+        let name = self.name.as_str();
+        let mut error = None;
+        match sample {
+            Ok(s) => m.record_sample(name, s),
+            Err(e) => {
+                let pe = PhaseError::source(e);
+                m.source_errors
+                    .with_label_values(&[name, self.cfg.source.kind(), pe.label])
+                    .inc();
+                error = Some(pe);
+            }
+        }
+        match current {
+            Ok(c) => {
+                m.replicas
+                    .with_label_values(&[name, "current"])
+                    .set(i64::from(c.desired));
+                match c.ready {
+                    Some(r) => m
+                        .replicas
+                        .with_label_values(&[name, "ready"])
+                        .set(i64::from(r)),
+                    None => {
+                        let _ = m.replicas.remove_label_values(&[name, "ready"]);
+                    }
+                }
+            }
+            Err(e) => {
+                let pe = PhaseError::target("target", e);
+                m.target_errors
+                    .with_label_values(&[name, self.cfg.target.kind(), pe.label])
+                    .inc();
+                error = error.or(Some(pe));
+            }
+        }
+        if let Some(d) = decision {
+            m.replicas
+                .with_label_values(&[name, "desired"])
+                .set(i64::from(d.replicas));
+            set_or_remove_f64(&m.arrival_rate, &[name], d.arrival_rate);
+            m.fallback_active
+                .with_label_values(&[name])
+                .set(i64::from(d.fallback_active));
+        }
+        m.paused
+            .with_label_values(&[name])
+            .set(i64::from(paused_by.is_some()));
+        let ok = sample.is_ok() && current.is_ok();
+        let now_wall = SystemTime::now();
+        if ok {
+            m.last_success
+                .with_label_values(&[name])
+                .set(unix(now_wall));
+            if act_error.is_none() {
+                self.errors.ok(name);
+            }
+        }
+        if let Some(pe) = &error {
+            self.errors.error(name, pe);
+        }
+        let error = error.or(act_error);
+        let consecutive = self
+            .state
+            .try_lock()
+            .map(|s| s.consecutive_failures())
+            .unwrap_or(0);
+        let mut warnings_from_sample: Vec<String> =
+            sample.as_ref().map(|s| s.notes.clone()).unwrap_or_default();
+        let dry_run = self.dry_run();
+        self.rt.status.update(name, |st| {
+            st.last_poll = Some(unix(now_wall));
+            st.leader = leader;
+            st.dry_run = dry_run;
+            st.paused = paused_by.is_some();
+            st.paused_by = paused_by;
+            if ok {
+                st.last_success = Some(unix(now_wall));
+                st.last_success_mono = Some(started.into_std());
+                st.last_error = None;
+            }
+            if let Ok(s) = sample {
+                st.sample = Some(s.clone());
+            }
+            if let Ok(c) = current {
+                st.current = Some(*c);
+            }
+            if let Some(d) = decision {
+                st.desired = Some(d.replicas);
+                st.reasons = d.reasons.clone();
+                st.proposals = d.proposals.clone();
+                st.arrival_rate = d.arrival_rate;
+                st.seconds_per_message = d.seconds_per_message;
+                st.fallback_active = d.fallback_active;
+            }
+            st.consecutive_failures = consecutive;
+            if let Some(a) = action {
+                st.last_action = Some(a);
+            }
+            // Keep conflict warnings (set by check_conflicts); replace notes.
+            st.warnings.retain(|w| !w.starts_with("source: "));
+            st.warnings.extend(
+                warnings_from_sample
+                    .drain(..)
+                    .map(|n| format!("source: {n}")),
+            );
+            if let Some(pe) = error {
+                st.last_error = Some(ErrorStatus {
+                    phase: pe.phase,
+                    label: pe.label,
+                    message: pe.message,
+                    at: unix(now_wall),
+                });
+            }
+        });
+    }
+
+    /// Poll until `shutdown` turns true. The read-only half of a poll is
+    /// abandoned at shutdown; a write in progress is allowed to finish.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Scaler {
+        let interval = self.poll_interval();
+        // Spread the first polls of many scalers over up to a second.
+        let first =
+            Duration::from_secs_f64(rand::random_range(0.0..interval.as_secs_f64().min(1.0)));
+        let mut next = Instant::now() + first;
+        loop {
+            if *shutdown.borrow() {
+                return self;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = shutdown.changed() => return self,
+            }
+            let prepared = tokio::select! {
+                p = self.prepare() => p,
+                _ = shutdown.changed() => return self,
+            };
+            self.finish(prepared).await;
+            next = Instant::now() + jittered(interval);
+        }
+    }
+}
+
+/// `interval` ± 10 %, so scalers started together drift apart.
+fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(rand::random_range(0.9..1.1))
+}
+
+/// Run `fut`, giving up with `on_timeout` after `limit`.
+async fn bounded<T, E>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+    on_timeout: E,
+) -> Result<T, E> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(on_timeout),
+    }
+}
+
+struct Running {
+    key: (ScalerConfig, DefaultsConfig),
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<Scaler>,
+}
+
+/// The supervisor of all scaler tasks.
+pub struct Daemon {
+    rt: Runtime,
+    config: Config,
+    running: HashMap<String, Running>,
+    states: HashMap<String, Arc<Mutex<PolicyState>>>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub started: Vec<String>,
+    pub restarted: Vec<String>,
+    pub stopped: Vec<String>,
+    pub unchanged: usize,
+}
+
+impl Daemon {
+    /// Start a task for every scaler of `config`.
+    pub fn start(rt: Runtime, config: Config) -> Daemon {
+        let mut d = Daemon {
+            rt,
+            config: config.clone(),
+            running: HashMap::new(),
+            states: HashMap::new(),
+        };
+        let empty = Config {
+            scalers: Vec::new(),
+            ..config.clone()
+        };
+        d.config = empty;
+        d.apply(config);
+        d
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.rt
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Move to `new`: start new scalers, restart changed ones (keeping their
+    /// policy state), stop removed ones, leave unchanged ones alone.
+    pub fn apply(&mut self, new: Config) -> ReloadSummary {
+        let mut summary = ReloadSummary::default();
+        let wanted: HashMap<&str, &ScalerConfig> =
+            new.scalers.iter().map(|s| (s.name.as_str(), s)).collect();
+        let names: Vec<String> = self.running.keys().cloned().collect();
+        for name in names {
+            if !wanted.contains_key(name.as_str())
+                && let Some(r) = self.running.remove(&name)
+            {
+                let _ = r.stop.send(true);
+                self.states.remove(&name);
+                self.rt.metrics.remove_scaler(&name);
+                self.rt.status.remove(&name);
+                summary.stopped.push(name);
+            }
+        }
+        for s in &new.scalers {
+            let key = (s.clone(), new.defaults.clone());
+            match self.running.get(&s.name) {
+                Some(r) if r.key == key => summary.unchanged += 1,
+                existing => {
+                    if existing.is_some() {
+                        if let Some(r) = self.running.remove(&s.name) {
+                            let _ = r.stop.send(true);
+                        }
+                        summary.restarted.push(s.name.clone());
+                    } else {
+                        summary.started.push(s.name.clone());
+                    }
+                    let state = self
+                        .states
+                        .entry(s.name.clone())
+                        .or_insert_with(|| Arc::new(Mutex::new(PolicyState::new())))
+                        .clone();
+                    let scaler =
+                        Scaler::new(s.clone(), new.defaults.clone(), state, self.rt.clone());
+                    self.spawn(scaler, key);
+                }
+            }
+        }
+        self.config = new;
+        summary
+    }
+
+    /// Run a prepared scaler under this daemon (tests inject clients this way).
+    pub fn spawn(&mut self, scaler: Scaler, key: (ScalerConfig, DefaultsConfig)) {
+        let (stop, rx) = watch::channel(false);
+        let name = scaler.name().to_string();
+        let handle = tokio::spawn(scaler.run(rx));
+        self.running.insert(name, Running { key, stop, handle });
+    }
+
+    /// Stop every scaler; wait for in-flight writes up to `grace`.
+    pub async fn shutdown(self, grace: Duration) {
+        for r in self.running.values() {
+            let _ = r.stop.send(true);
+        }
+        let all = futures_join(self.running.into_values().map(|r| r.handle).collect());
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!("some scalers did not stop within {grace:?}; exiting anyway");
+        }
+    }
+}
+
+async fn futures_join(handles: Vec<JoinHandle<Scaler>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}

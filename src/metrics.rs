@@ -1,0 +1,361 @@
+//! Every Prometheus metric qscale exports, registered in one place.
+//!
+//! The names and labels are a user contract (dashboards and alerts depend on
+//! them; see docs/metrics.md), so they live here and nowhere else. Each
+//! per-scaler series carries the `scaler` label; when a scaler is removed by
+//! a reload its series are removed too, so dashboards do not show ghosts.
+//! A measurement a source could not make is *removed* from its gauge rather
+//! than set to zero: an absent series is honest, a zero is a lie that alerts
+//! and autoscalers downstream would act on.
+
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::sources::Sample;
+
+/// Histogram buckets for poll phases: most calls take milliseconds, a slow
+/// cloud API seconds, a timeout tens of seconds.
+const PHASE_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The registry and every metric in it.
+pub struct Metrics {
+    registry: Registry,
+    pub queue_messages: IntGaugeVec,
+    pub oldest_age: GaugeVec,
+    pub arrival_rate: GaugeVec,
+    pub dead_letter: IntGaugeVec,
+    pub replicas: IntGaugeVec,
+    pub scale_operations: IntCounterVec,
+    pub source_errors: IntCounterVec,
+    pub target_errors: IntCounterVec,
+    pub poll_duration: HistogramVec,
+    pub last_success: GaugeVec,
+    pub fallback_active: IntGaugeVec,
+    pub paused: IntGaugeVec,
+    pub leader: IntGauge,
+    pub build_info: IntGaugeVec,
+    pub config_reload_failures: IntCounter,
+}
+
+/// Creating a metric fails only for an invalid name or a duplicate
+/// registration, both programming errors caught by the tests of this module.
+fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+    if let Err(e) = r.register(Box::new(c.clone())) {
+        tracing::error!(error = %e, "metric registration failed");
+    }
+    c
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &r,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let fgauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &r,
+                GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &r,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let m = Metrics {
+            queue_messages: gauge_vec(
+                "qscale_queue_messages",
+                "Messages in the queue at the last sample, by state.",
+                &["scaler", "state"],
+            ),
+            oldest_age: fgauge_vec(
+                "qscale_queue_oldest_message_age_seconds",
+                "Age of the oldest waiting message at the last sample.",
+                &["scaler"],
+            ),
+            arrival_rate: fgauge_vec(
+                "qscale_queue_arrival_rate",
+                "Messages per second entering the queue (measured or estimated).",
+                &["scaler"],
+            ),
+            dead_letter: gauge_vec(
+                "qscale_dead_letter_messages",
+                "Messages in the dead-letter queue (never a scaling signal).",
+                &["scaler"],
+            ),
+            replicas: gauge_vec(
+                "qscale_replicas",
+                "Replicas of the target: current (asked for), ready, and desired (qscale's decision).",
+                &["scaler", "kind"],
+            ),
+            scale_operations: counter_vec(
+                "qscale_scale_operations_total",
+                "Replica changes qscale made.",
+                &["scaler", "direction"],
+            ),
+            source_errors: counter_vec(
+                "qscale_source_errors_total",
+                "Failed samples, by source kind and bounded error label.",
+                &["scaler", "source", "error"],
+            ),
+            target_errors: counter_vec(
+                "qscale_target_errors_total",
+                "Failed target reads or writes, by target kind and bounded error label.",
+                &["scaler", "target", "error"],
+            ),
+            poll_duration: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "qscale_poll_duration_seconds",
+                        "Time spent in each phase of a poll.",
+                    )
+                    .buckets(PHASE_BUCKETS.to_vec()),
+                    &["scaler", "phase"],
+                )
+                .expect("valid metric"),
+            ),
+            last_success: fgauge_vec(
+                "qscale_last_successful_poll_timestamp_seconds",
+                "Unix time of the last poll whose sample and target read succeeded.",
+                &["scaler"],
+            ),
+            fallback_active: gauge_vec(
+                "qscale_fallback_active",
+                "1 while the fallback is in force after repeated failed or stale samples.",
+                &["scaler"],
+            ),
+            paused: gauge_vec(
+                "qscale_paused",
+                "1 while the scaler is paused (config or qscale.io/paused annotation).",
+                &["scaler"],
+            ),
+            leader: reg(
+                &r,
+                IntGauge::new("qscale_leader", "1 while this process may actuate.")
+                    .expect("valid metric"),
+            ),
+            build_info: gauge_vec(
+                "qscale_build_info",
+                "Always 1; the version label.",
+                &["version"],
+            ),
+            config_reload_failures: reg(
+                &r,
+                IntCounter::new(
+                    "qscale_config_reload_failures_total",
+                    "Config reloads rejected because the new file was invalid.",
+                )
+                .expect("valid metric"),
+            ),
+            registry: r,
+        };
+        m.build_info.with_label_values(&[crate::VERSION]).set(1);
+        m
+    }
+
+    /// Record what a sample saw; unmeasured values are removed, not zeroed.
+    pub fn record_sample(&self, scaler: &str, s: &Sample) {
+        for (state, v) in [
+            ("visible", s.visible),
+            ("in_flight", s.in_flight),
+            ("delayed", s.delayed),
+        ] {
+            set_or_remove_int(&self.queue_messages, &[scaler, state], v);
+        }
+        set_or_remove_f64(
+            &self.oldest_age,
+            &[scaler],
+            s.oldest_age.map(|d| d.as_secs_f64()),
+        );
+        set_or_remove_int(&self.dead_letter, &[scaler], s.dead_letter);
+    }
+
+    /// Forget every series of a scaler (after it was removed by a reload).
+    pub fn remove_scaler(&self, scaler: &str) {
+        for state in ["visible", "in_flight", "delayed"] {
+            let _ = self.queue_messages.remove_label_values(&[scaler, state]);
+        }
+        let _ = self.oldest_age.remove_label_values(&[scaler]);
+        let _ = self.arrival_rate.remove_label_values(&[scaler]);
+        let _ = self.dead_letter.remove_label_values(&[scaler]);
+        for kind in ["current", "ready", "desired"] {
+            let _ = self.replicas.remove_label_values(&[scaler, kind]);
+        }
+        for dir in ["up", "down"] {
+            let _ = self.scale_operations.remove_label_values(&[scaler, dir]);
+        }
+        for phase in ["sample", "decide", "actuate"] {
+            let _ = self.poll_duration.remove_label_values(&[scaler, phase]);
+        }
+        let _ = self.last_success.remove_label_values(&[scaler]);
+        let _ = self.fallback_active.remove_label_values(&[scaler]);
+        let _ = self.paused.remove_label_values(&[scaler]);
+        // Error counters carry extra labels; remove every combination.
+        for (vec, label) in [
+            (&self.source_errors, "source"),
+            (&self.target_errors, "target"),
+        ] {
+            let families = self.registry.gather();
+            let name = vec.desc()[0].fq_name.clone();
+            for fam in families.iter().filter(|f| f.name() == name) {
+                for m in fam.get_metric() {
+                    let labels: Vec<(&str, &str)> = m
+                        .get_label()
+                        .iter()
+                        .map(|l| (l.name(), l.value()))
+                        .collect();
+                    let get = |k: &str| labels.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+                    if get("scaler") == Some(scaler)
+                        && let (Some(kind), Some(err)) = (get(label), get("error"))
+                    {
+                        let _ = vec.remove_label_values(&[scaler, kind, err]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The text exposition format for /metrics.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let enc = TextEncoder::new();
+        if let Err(e) = enc.encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn set_or_remove_int(g: &IntGaugeVec, labels: &[&str], v: Option<u64>) {
+    match v {
+        Some(v) => g
+            .with_label_values(labels)
+            .set(i64::try_from(v).unwrap_or(i64::MAX)),
+        None => {
+            let _ = g.remove_label_values(labels);
+        }
+    }
+}
+
+/// Set a float gauge, or remove the series when the value is unknown.
+pub fn set_or_remove_f64(g: &GaugeVec, labels: &[&str], v: Option<f64>) {
+    match v {
+        Some(v) if v.is_finite() => g.with_label_values(labels).set(v),
+        _ => {
+            let _ = g.remove_label_values(labels);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn every_documented_metric_name_is_exported() {
+        let m = Metrics::new();
+        let s = Sample {
+            visible: Some(3),
+            in_flight: Some(1),
+            delayed: Some(0),
+            oldest_age: Some(Duration::from_secs(7)),
+            ..Sample::empty(SystemTime::now())
+        };
+        m.record_sample("a", &s);
+        m.arrival_rate.with_label_values(&["a"]).set(1.5);
+        m.replicas.with_label_values(&["a", "current"]).set(2);
+        m.scale_operations.with_label_values(&["a", "up"]).inc();
+        m.source_errors
+            .with_label_values(&["a", "sqs", "timeout"])
+            .inc();
+        m.target_errors
+            .with_label_values(&["a", "kubernetes", "conflict"])
+            .inc();
+        m.poll_duration
+            .with_label_values(&["a", "sample"])
+            .observe(0.01);
+        m.last_success.with_label_values(&["a"]).set(1.0);
+        m.fallback_active.with_label_values(&["a"]).set(0);
+        m.paused.with_label_values(&["a"]).set(0);
+        m.dead_letter.with_label_values(&["a"]).set(0);
+        m.leader.set(1);
+        m.config_reload_failures.inc();
+        let text = m.render();
+        for name in [
+            "qscale_queue_messages{scaler=\"a\",state=\"visible\"} 3",
+            "qscale_queue_oldest_message_age_seconds{scaler=\"a\"} 7",
+            "qscale_queue_arrival_rate{scaler=\"a\"} 1.5",
+            "qscale_replicas{kind=\"current\",scaler=\"a\"} 2",
+            "qscale_scale_operations_total{direction=\"up\",scaler=\"a\"} 1",
+            "qscale_source_errors_total{error=\"timeout\",scaler=\"a\",source=\"sqs\"} 1",
+            "qscale_target_errors_total{error=\"conflict\",scaler=\"a\",target=\"kubernetes\"} 1",
+            "qscale_poll_duration_seconds_bucket",
+            "qscale_last_successful_poll_timestamp_seconds{scaler=\"a\"} 1",
+            "qscale_fallback_active{scaler=\"a\"} 0",
+            "qscale_paused{scaler=\"a\"} 0",
+            "qscale_dead_letter_messages{scaler=\"a\"} 0",
+            "qscale_leader 1",
+            "qscale_config_reload_failures_total 1",
+            "qscale_build_info{version=",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn an_unmeasured_value_is_removed_not_zeroed() {
+        let m = Metrics::new();
+        let mut s = Sample {
+            visible: Some(3),
+            oldest_age: Some(Duration::from_secs(7)),
+            ..Sample::empty(SystemTime::now())
+        };
+        m.record_sample("a", &s);
+        s.oldest_age = None;
+        m.record_sample("a", &s);
+        let text = m.render();
+        assert!(
+            !text.contains("qscale_queue_oldest_message_age_seconds{"),
+            "{text}"
+        );
+        assert!(!text.contains("state=\"in_flight\""), "{text}");
+    }
+
+    #[test]
+    fn removing_a_scaler_removes_all_its_series() {
+        let m = Metrics::new();
+        m.record_sample(
+            "gone",
+            &Sample {
+                visible: Some(1),
+                ..Sample::empty(SystemTime::now())
+            },
+        );
+        m.source_errors
+            .with_label_values(&["gone", "sqs", "timeout"])
+            .inc();
+        m.replicas.with_label_values(&["kept", "current"]).set(1);
+        m.remove_scaler("gone");
+        let text = m.render();
+        assert!(!text.contains("scaler=\"gone\""), "{text}");
+        assert!(text.contains("scaler=\"kept\""), "{text}");
+    }
+}

@@ -1,0 +1,288 @@
+//! `qscale run` and `qscale once`: the daemon's lifecycle and the one-shot
+//! look at every source.
+//!
+//! `run` loads the config, binds the HTTP server (a port in use is reported
+//! at once, not after the first poll), starts the [`Daemon`], and then waits
+//! for signals: SIGTERM/SIGINT shut down, SIGHUP reloads, and so does a
+//! change of the config file's content (checked every two seconds; this also
+//! catches Kubernetes ConfigMap updates, which swap a symlink and send no
+//! signal). An invalid new config is rejected with every error logged and
+//! counted in `qscale_config_reload_failures_total`; the running scalers keep
+//! going on the old one.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::config::{Config, ConfigError};
+use crate::control_loop::{Daemon, Runtime};
+use crate::http::{self, HttpError};
+use crate::shared::Shared;
+use crate::sources::Sample;
+
+/// How often the config file is checked for changes.
+const RELOAD_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{}", .0.lines().join("\n"))]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(String),
+}
+
+impl RunError {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            RunError::Config(e) => e.metric_label(),
+            RunError::Http(e) => e.metric_label(),
+            RunError::Signals(_) => "signals",
+        }
+    }
+}
+
+/// Options of `qscale run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    pub dry_run: bool,
+}
+
+fn file_fingerprint(path: &Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(h.finish())
+}
+
+/// Run the daemon until SIGTERM or SIGINT.
+pub async fn run(opts: RunOptions) -> Result<(), RunError> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let config = Config::load(&opts.config)?;
+    let rt = Runtime::new(Shared::new(), opts.dry_run);
+    rt.metrics.leader.set(1);
+    let (stop_http, mut http_stopped) = watch::channel(false);
+    let (addr, http_task) = http::serve(
+        config.server.listen,
+        rt.metrics.clone(),
+        rt.status.clone(),
+        async move {
+            let _ = http_stopped.wait_for(|v| *v).await;
+        },
+    )
+    .await?;
+    tracing::info!(
+        %addr,
+        scalers = config.scalers.len(),
+        dry_run = opts.dry_run,
+        version = crate::VERSION,
+        "qscale started"
+    );
+    let mut daemon = Daemon::start(rt, config);
+
+    let sig = |k: SignalKind| signal(k).map_err(|e| RunError::Signals(e.to_string()));
+    let mut term = sig(SignalKind::terminate())?;
+    let mut int = sig(SignalKind::interrupt())?;
+    let mut hup = sig(SignalKind::hangup())?;
+    let mut fingerprint = file_fingerprint(&opts.config);
+    let mut tick = tokio::time::interval(RELOAD_CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = hup.recv() => {
+                // Coalesce a storm of SIGHUPs into one reload.
+                while tokio::time::timeout(Duration::from_millis(50), hup.recv()).await.is_ok() {}
+                fingerprint = file_fingerprint(&opts.config);
+                reload(&mut daemon, &opts.config, "SIGHUP");
+            }
+            _ = tick.tick() => {
+                let now = file_fingerprint(&opts.config);
+                if now != fingerprint {
+                    fingerprint = now;
+                    reload(&mut daemon, &opts.config, "config file changed");
+                }
+            }
+        }
+    }
+
+    let grace = daemon.config().defaults.actuate_timeout;
+    daemon.shutdown(grace).await;
+    let _ = stop_http.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(1), http_task).await;
+    tracing::info!("qscale stopped");
+    Ok(())
+}
+
+/// Validate and apply a new config; on failure keep the old one.
+pub fn reload(daemon: &mut Daemon, path: &Path, why: &str) {
+    match Config::load(path) {
+        Ok(new) => {
+            if new.server != daemon.config().server {
+                tracing::warn!("server settings changed; restart qscale to apply them");
+            }
+            if new.leader_election != daemon.config().leader_election {
+                tracing::warn!("leader_election settings changed; restart qscale to apply them");
+            }
+            let s = daemon.apply(new);
+            tracing::info!(
+                trigger = why,
+                started = ?s.started,
+                restarted = ?s.restarted,
+                stopped = ?s.stopped,
+                unchanged = s.unchanged,
+                "config reloaded"
+            );
+        }
+        Err(e) => {
+            daemon.runtime().metrics.config_reload_failures.inc();
+            for line in e.lines() {
+                tracing::error!(trigger = why, "config reload rejected: {line}");
+            }
+            tracing::error!("keeping the previous config");
+        }
+    }
+}
+
+/// What `qscale once` reports for one scaler.
+#[derive(Debug, Serialize)]
+pub struct OnceReport {
+    pub name: String,
+    pub sample: Option<SampleView>,
+    pub current_replicas: Option<u32>,
+    pub ready_replicas: Option<u32>,
+    pub desired_replicas: Option<u32>,
+    pub reasons: Vec<String>,
+    pub warnings: Vec<String>,
+    pub error: Option<String>,
+}
+
+/// The sample fields `once --output json` promises, null where unmeasured.
+#[derive(Debug, Serialize)]
+pub struct SampleView {
+    pub visible: Option<u64>,
+    pub in_flight: Option<u64>,
+    pub delayed: Option<u64>,
+    pub oldest_age_seconds: Option<f64>,
+    pub arrival_rate: Option<f64>,
+    pub consumers: Option<u32>,
+}
+
+impl From<&Sample> for SampleView {
+    fn from(s: &Sample) -> SampleView {
+        SampleView {
+            visible: s.visible,
+            in_flight: s.in_flight,
+            delayed: s.delayed,
+            oldest_age_seconds: s.oldest_age.map(|d| d.as_secs_f64()),
+            arrival_rate: s.arrival_rate,
+            consumers: s.consumers,
+        }
+    }
+}
+
+/// Sample every (or one) scaler's source, read its target and decide,
+/// without writing anything.
+pub async fn once(config: &Config, only: Option<&str>) -> Vec<OnceReport> {
+    let rt = Runtime::new(Shared::new(), true);
+    let mut tasks = Vec::new();
+    for s in config
+        .scalers
+        .iter()
+        .filter(|s| only.is_none_or(|n| n == s.name))
+    {
+        let scaler = crate::control_loop::Scaler::new(
+            s.clone(),
+            config.defaults.clone(),
+            Default::default(),
+            rt.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut scaler = scaler;
+            let p = scaler.prepare().await;
+            (scaler.name().to_string(), p)
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        let Ok((name, p)) = t.await else { continue };
+        let mut errors = Vec::new();
+        if let Err(e) = &p.sample {
+            errors.push(format!("source: {e}"));
+        }
+        if let Err(e) = &p.current {
+            errors.push(format!("target: {e}"));
+        }
+        let warnings = rt
+            .status
+            .get(&name)
+            .map(|s| s.warnings)
+            .unwrap_or_default()
+            .into_iter()
+            .chain(
+                p.sample
+                    .as_ref()
+                    .map(|s| s.notes.clone())
+                    .unwrap_or_default(),
+            )
+            .collect();
+        out.push(OnceReport {
+            name,
+            sample: p.sample.as_ref().ok().map(SampleView::from),
+            current_replicas: p.current.as_ref().ok().map(|c| c.desired),
+            ready_replicas: p.current.as_ref().ok().and_then(|c| c.ready),
+            desired_replicas: p.decision.as_ref().map(|d| d.replicas),
+            reasons: p
+                .decision
+                .as_ref()
+                .map(|d| d.reasons.iter().map(|r| r.to_string()).collect())
+                .unwrap_or_default(),
+            warnings,
+            error: (!errors.is_empty()).then(|| errors.join("; ")),
+        });
+    }
+    out
+}
+
+/// The text form of a `once` report.
+pub fn render_once_text(r: &OnceReport) -> String {
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
+    let mut s = format!("{}\n", r.name);
+    match &r.sample {
+        Some(x) => s.push_str(&format!(
+            "  sample: visible {}, in flight {}, delayed {}, oldest age {}, arrivals {}, consumers {}\n",
+            opt(x.visible.map(|v| v.to_string())),
+            opt(x.in_flight.map(|v| v.to_string())),
+            opt(x.delayed.map(|v| v.to_string())),
+            opt(x.oldest_age_seconds.map(|v| format!("{v:.0}s"))),
+            opt(x.arrival_rate.map(|v| format!("{v:.2}/s"))),
+            opt(x.consumers.map(|v| v.to_string())),
+        )),
+        None => s.push_str("  sample: -\n"),
+    }
+    s.push_str(&format!(
+        "  replicas: current {} (ready {}) -> desired {}\n",
+        opt(r.current_replicas.map(|v| v.to_string())),
+        opt(r.ready_replicas.map(|v| v.to_string())),
+        opt(r.desired_replicas.map(|v| v.to_string())),
+    ));
+    for reason in &r.reasons {
+        s.push_str(&format!("  - {reason}\n"));
+    }
+    for w in &r.warnings {
+        s.push_str(&format!("  warning: {w}\n"));
+    }
+    if let Some(e) = &r.error {
+        s.push_str(&format!("  error: {e}\n"));
+    }
+    s
+}

@@ -1,0 +1,229 @@
+//! What each scaler last saw and decided, for /status, /readyz and `once`.
+//!
+//! The control loop writes one [`ScalerStatus`] per poll; the HTTP handlers
+//! read them. A plain `RwLock` suffices: a write is a struct copy, a read is
+//! a clone for serialization, and neither ever waits on I/O.
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::policy::{Proposal, Reason};
+use crate::sources::Sample;
+use crate::targets::Replicas;
+
+/// An error a scaler hit, as /status shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ErrorStatus {
+    /// `sample`, `target` or `actuate`.
+    pub phase: &'static str,
+    /// The bounded metric label (`timeout`, `not_found`, ...).
+    pub label: &'static str,
+    /// One line that says what to fix.
+    pub message: String,
+    /// Unix seconds.
+    pub at: f64,
+}
+
+/// The last replica change qscale made.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActionStatus {
+    pub from: u32,
+    pub to: u32,
+    /// Unix seconds.
+    pub at: f64,
+    pub reasons: Vec<Reason>,
+}
+
+/// One scaler's state, as /status serializes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScalerStatus {
+    pub name: String,
+    pub source: &'static str,
+    pub target: &'static str,
+    pub poll_interval_seconds: f64,
+    pub dry_run: bool,
+    /// Paused by config or by the target's `qscale.io/paused` annotation.
+    pub paused: bool,
+    /// `config` or `annotation` when paused.
+    pub paused_by: Option<&'static str>,
+    /// Whether this process may actuate this scaler (leader election).
+    pub leader: bool,
+    /// Unix seconds of the last completed poll.
+    pub last_poll: Option<f64>,
+    /// Unix seconds of the last poll whose sample and target read succeeded.
+    pub last_success: Option<f64>,
+    pub sample: Option<Sample>,
+    pub current: Option<Replicas>,
+    pub desired: Option<u32>,
+    pub reasons: Vec<Reason>,
+    pub proposals: Vec<Proposal>,
+    pub arrival_rate: Option<f64>,
+    pub seconds_per_message: Option<f64>,
+    pub fallback_active: bool,
+    pub consecutive_failures: u32,
+    pub last_error: Option<ErrorStatus>,
+    pub last_action: Option<ActionStatus>,
+    /// Things the user should know: another controller scales the same
+    /// target, a source cannot see part of the queue, ...
+    pub warnings: Vec<String>,
+    #[serde(skip)]
+    pub started: Option<Instant>,
+    #[serde(skip)]
+    pub last_success_mono: Option<Instant>,
+    #[serde(skip)]
+    pub poll_interval: Duration,
+}
+
+impl ScalerStatus {
+    pub fn new(
+        name: &str,
+        source: &'static str,
+        target: &'static str,
+        poll_interval: Duration,
+    ) -> ScalerStatus {
+        ScalerStatus {
+            name: name.to_string(),
+            source,
+            target,
+            poll_interval_seconds: poll_interval.as_secs_f64(),
+            dry_run: false,
+            paused: false,
+            paused_by: None,
+            leader: true,
+            last_poll: None,
+            last_success: None,
+            sample: None,
+            current: None,
+            desired: None,
+            reasons: Vec::new(),
+            proposals: Vec::new(),
+            arrival_rate: None,
+            seconds_per_message: None,
+            fallback_active: false,
+            consecutive_failures: 0,
+            last_error: None,
+            last_action: None,
+            warnings: Vec::new(),
+            started: Some(Instant::now()),
+            last_success_mono: None,
+            poll_interval,
+        }
+    }
+
+    /// Ready when a poll succeeded within three poll intervals, or when the
+    /// scaler is in its fallback (a state it explains in /status).
+    pub fn ready(&self, now: Instant) -> Result<(), String> {
+        if self.fallback_active {
+            return Ok(());
+        }
+        let limit = self.poll_interval * 3;
+        match self.last_success_mono {
+            Some(t) if now.saturating_duration_since(t) <= limit => Ok(()),
+            Some(t) => Err(format!(
+                "{}: last successful poll {}s ago (limit {}s){}",
+                self.name,
+                now.saturating_duration_since(t).as_secs(),
+                limit.as_secs(),
+                self.error_suffix()
+            )),
+            None => Err(format!(
+                "{}: no successful poll yet{}",
+                self.name,
+                self.error_suffix()
+            )),
+        }
+    }
+
+    fn error_suffix(&self) -> String {
+        self.last_error
+            .as_ref()
+            .map(|e| format!("; last error: {}", e.message))
+            .unwrap_or_default()
+    }
+}
+
+/// Every scaler's status, by name.
+#[derive(Debug, Default)]
+pub struct StatusBoard {
+    inner: RwLock<BTreeMap<String, ScalerStatus>>,
+}
+
+impl StatusBoard {
+    pub fn new() -> StatusBoard {
+        StatusBoard::default()
+    }
+
+    pub fn put(&self, s: ScalerStatus) {
+        if let Ok(mut m) = self.inner.write() {
+            m.insert(s.name.clone(), s);
+        }
+    }
+
+    /// Change one scaler's status in place (no-op if it is unknown).
+    pub fn update(&self, name: &str, f: impl FnOnce(&mut ScalerStatus)) {
+        if let Ok(mut m) = self.inner.write()
+            && let Some(s) = m.get_mut(name)
+        {
+            f(s);
+        }
+    }
+
+    pub fn remove(&self, name: &str) {
+        if let Ok(mut m) = self.inner.write() {
+            m.remove(name);
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<ScalerStatus> {
+        self.inner.read().ok()?.get(name).cloned()
+    }
+
+    pub fn all(&self) -> Vec<ScalerStatus> {
+        self.inner
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// `Ok` when every scaler is ready, else one line per scaler that is not.
+    pub fn readiness(&self, now: Instant) -> Result<(), Vec<String>> {
+        let m = match self.inner.read() {
+            Ok(m) => m,
+            Err(_) => return Err(vec!["status board unavailable".into()]),
+        };
+        let problems: Vec<String> = m.values().filter_map(|s| s.ready(now).err()).collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// Unix seconds of a wall-clock time.
+pub fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scaler_is_ready_only_after_a_recent_successful_poll_or_in_fallback() {
+        let now = Instant::now();
+        let mut s = ScalerStatus::new("a", "sqs", "kubernetes", Duration::from_secs(10));
+        assert!(s.ready(now).is_err());
+        s.last_success_mono = Some(now);
+        assert!(s.ready(now + Duration::from_secs(30)).is_ok());
+        let err = s.ready(now + Duration::from_secs(31)).unwrap_err();
+        assert!(err.contains("last successful poll 31s ago"), "{err}");
+        s.fallback_active = true;
+        assert!(s.ready(now + Duration::from_secs(300)).is_ok());
+    }
+}

@@ -1,0 +1,357 @@
+//! The control loop's own logic, with in-process sources and targets that
+//! script their answers: actuation in the same poll, dry run, pause, write
+//! conflicts, isolation between scalers, reloads that keep policy state.
+//! (The same loop against real peers is covered by the end-to-end tests.)
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use qscale::config::{Config, DefaultsConfig, ScalerConfig};
+use qscale::control_loop::{Daemon, Runtime, Scaler};
+use qscale::policy::PolicyState;
+use qscale::shared::Shared;
+use qscale::sources::{QueueSource, Sample, SourceError};
+use qscale::targets::{Replicas, ScaleTarget, TargetError};
+
+struct ScriptedSource {
+    visible: Mutex<u64>,
+    fail: Mutex<bool>,
+    delay: Duration,
+}
+
+#[async_trait]
+impl QueueSource for ScriptedSource {
+    fn kind(&self) -> &'static str {
+        "sqs"
+    }
+    async fn sample(&self) -> Result<Sample, SourceError> {
+        tokio::time::sleep(self.delay).await;
+        if *self.fail.lock().unwrap() {
+            return Err(SourceError::Unavailable("connection refused".into()));
+        }
+        Ok(Sample {
+            visible: Some(*self.visible.lock().unwrap()),
+            in_flight: Some(0),
+            delayed: Some(0),
+            ..Sample::empty(SystemTime::now())
+        })
+    }
+}
+
+#[derive(Default)]
+struct RecordingTarget {
+    replicas: Mutex<u32>,
+    writes: Mutex<Vec<u32>>,
+    /// Errors returned by the next writes, in order.
+    write_errors: Mutex<VecDeque<TargetError>>,
+    /// Replicas another writer sets just before our next write fails.
+    interloper: Mutex<Option<u32>>,
+    paused: Mutex<bool>,
+}
+
+#[async_trait]
+impl ScaleTarget for RecordingTarget {
+    fn kind(&self) -> &'static str {
+        "kubernetes"
+    }
+    async fn current(&self) -> Result<Replicas, TargetError> {
+        let n = *self.replicas.lock().unwrap();
+        Ok(Replicas::new(n, Some(n)))
+    }
+    async fn set_replicas(&self, n: u32) -> Result<(), TargetError> {
+        if let Some(e) = self.write_errors.lock().unwrap().pop_front() {
+            if let Some(other) = self.interloper.lock().unwrap().take() {
+                *self.replicas.lock().unwrap() = other;
+            }
+            return Err(e);
+        }
+        *self.replicas.lock().unwrap() = n;
+        self.writes.lock().unwrap().push(n);
+        Ok(())
+    }
+    async fn paused(&self) -> Result<bool, TargetError> {
+        Ok(*self.paused.lock().unwrap())
+    }
+}
+
+fn scaler_config(name: &str, extra_policy: &str) -> (Config, ScalerConfig) {
+    let text = format!(
+        r#"
+[defaults]
+poll_interval = "1s"
+[[scaler]]
+name = "{name}"
+[scaler.source]
+kind = "sqs"
+queue_url = "https://sqs.us-east-1.amazonaws.com/123456789012/q"
+cloudwatch = false
+[scaler.target]
+kind = "kubernetes"
+name = "w"
+[scaler.policy]
+min_replicas = 1
+max_replicas = 50
+messages_per_replica = 10
+tolerance = 0
+{extra_policy}
+[scaler.policy.scale_down]
+stabilization = "0s"
+"#
+    );
+    let cfg = Config::from_str_with_env(&text, std::path::Path::new("t.toml"), Vec::new())
+        .expect("valid test config");
+    let s = cfg.scalers[0].clone();
+    (cfg, s)
+}
+
+fn source(visible: u64) -> Arc<ScriptedSource> {
+    Arc::new(ScriptedSource {
+        visible: Mutex::new(visible),
+        fail: Mutex::new(false),
+        delay: Duration::ZERO,
+    })
+}
+
+fn target(replicas: u32) -> Arc<RecordingTarget> {
+    let t = RecordingTarget::default();
+    *t.replicas.lock().unwrap() = replicas;
+    Arc::new(t)
+}
+
+fn scaler(
+    cfg: ScalerConfig,
+    rt: &Runtime,
+    src: Arc<ScriptedSource>,
+    tgt: Arc<RecordingTarget>,
+) -> Scaler {
+    Scaler::new(
+        cfg,
+        DefaultsConfig::default(),
+        Default::default(),
+        rt.clone(),
+    )
+    .with_clients(src, tgt)
+}
+
+#[tokio::test]
+async fn new_backlog_is_written_in_the_same_poll() {
+    let rt = Runtime::new(Shared::new(), false);
+    let (_, cfg) = scaler_config("a", "");
+    let tgt = target(1);
+    let mut s = scaler(cfg, &rt, source(40), tgt.clone());
+    let p = s.prepare().await;
+    s.finish(p).await;
+    assert_eq!(*tgt.writes.lock().unwrap(), vec![4]);
+    let st = rt.status.get("a").unwrap();
+    assert_eq!(st.desired, Some(4));
+    assert_eq!(
+        st.last_action.as_ref().map(|a| (a.from, a.to)),
+        Some((1, 4))
+    );
+    let text = rt.metrics.render();
+    assert!(
+        text.contains("qscale_scale_operations_total{direction=\"up\",scaler=\"a\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("qscale_replicas{kind=\"desired\",scaler=\"a\"} 4"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn dry_run_and_pause_decide_but_never_write() {
+    for (dry, config_pause, annotation) in [
+        (true, false, false),
+        (false, true, false),
+        (false, false, true),
+    ] {
+        let rt = Runtime::new(Shared::new(), dry);
+        let extra = if config_pause { "paused = true" } else { "" };
+        let (_, cfg) = scaler_config("a", extra);
+        let tgt = target(1);
+        *tgt.paused.lock().unwrap() = annotation;
+        let mut s = scaler(cfg, &rt, source(40), tgt.clone());
+        let p = s.prepare().await;
+        s.finish(p).await;
+        assert!(
+            tgt.writes.lock().unwrap().is_empty(),
+            "dry {dry} pause {config_pause} annotation {annotation}"
+        );
+        let st = rt.status.get("a").unwrap();
+        assert_eq!(st.paused, config_pause || annotation);
+        if annotation {
+            assert_eq!(st.paused_by, Some("annotation"));
+            assert!(
+                rt.metrics
+                    .render()
+                    .contains("qscale_paused{scaler=\"a\"} 1")
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_write_conflict_rereads_and_redecides_instead_of_overwriting() {
+    let rt = Runtime::new(Shared::new(), false);
+    let (_, cfg) = scaler_config("a", "");
+    let tgt = target(1);
+    tgt.write_errors
+        .lock()
+        .unwrap()
+        .push_back(TargetError::Conflict("the object has been modified".into()));
+    // Someone else scaled to 9 between our read and our write.
+    *tgt.interloper.lock().unwrap() = Some(9);
+    let mut s = scaler(cfg, &rt, source(40), tgt.clone());
+    let p = s.prepare().await;
+    s.finish(p).await;
+    // Re-decided from 9 with the same sample (40 messages -> 4), the scale
+    // down is held by nothing (0 s stabilization) but rate-limited to 100 %.
+    let writes = tgt.writes.lock().unwrap().clone();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(writes[0], 4);
+    let text = rt.metrics.render();
+    assert!(text.contains("error=\"conflict\""), "{text}");
+}
+
+#[tokio::test]
+async fn a_failed_write_is_counted_and_explained() {
+    let rt = Runtime::new(Shared::new(), false);
+    let (_, cfg) = scaler_config("a", "");
+    let tgt = target(1);
+    tgt.write_errors
+        .lock()
+        .unwrap()
+        .push_back(TargetError::Forbidden(
+            "cannot update deployments/scale".into(),
+        ));
+    let mut s = scaler(cfg, &rt, source(40), tgt.clone());
+    let p = s.prepare().await;
+    s.finish(p).await;
+    let st = rt.status.get("a").unwrap();
+    let err = st.last_error.expect("error recorded");
+    assert_eq!((err.phase, err.label), ("actuate", "forbidden"));
+    assert!(rt.metrics.render().contains("error=\"forbidden\""));
+}
+
+#[tokio::test]
+async fn a_failing_source_holds_replicas_and_is_reported() {
+    let rt = Runtime::new(Shared::new(), false);
+    let (_, cfg) = scaler_config("a", "");
+    let src = source(0);
+    *src.fail.lock().unwrap() = true;
+    let tgt = target(7);
+    let mut s = scaler(cfg, &rt, src, tgt.clone());
+    for _ in 0..5 {
+        let p = s.prepare().await;
+        s.finish(p).await;
+    }
+    assert!(tgt.writes.lock().unwrap().is_empty());
+    let st = rt.status.get("a").unwrap();
+    assert!(st.fallback_active, "fallback after 3 failures");
+    assert_eq!(st.last_error.unwrap().label, "unavailable");
+    assert!(rt.metrics.render().contains(
+        "qscale_source_errors_total{error=\"unavailable\",scaler=\"a\",source=\"sqs\"} 5"
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_scaler_never_delays_another() {
+    let rt = Runtime::new(Shared::new(), false);
+    let (cfg, _) = scaler_config("fast", "");
+    let mut daemon = Daemon::start(
+        rt.clone(),
+        Config {
+            scalers: vec![],
+            ..cfg.clone()
+        },
+    );
+    let fast_t = target(1);
+    let slow_src = Arc::new(ScriptedSource {
+        visible: Mutex::new(500),
+        fail: Mutex::new(false),
+        delay: Duration::from_secs(3600),
+    });
+    let fast = scaler(cfg.scalers[0].clone(), &rt, source(40), fast_t.clone());
+    let (_, slow_cfg) = scaler_config("slow", "");
+    let slow = scaler(slow_cfg.clone(), &rt, slow_src, target(1));
+    daemon.spawn(fast, (cfg.scalers[0].clone(), cfg.defaults.clone()));
+    daemon.spawn(slow, (slow_cfg, cfg.defaults.clone()));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        fast_t.writes.lock().unwrap().first(),
+        Some(&4),
+        "the fast scaler acted while the slow one hangs"
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let slow_status = rt.status.get("slow").unwrap();
+    assert_eq!(
+        slow_status.last_error.map(|e| e.label),
+        Some("timeout"),
+        "the sample timeout bounds the slow source"
+    );
+    daemon.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn reload_keeps_unchanged_scalers_and_their_state() {
+    let rt = Runtime::new(Shared::new(), true);
+    let (cfg, _) = scaler_config("a", "");
+    let (cfg_b, _) = scaler_config("b", "");
+    let mut both = cfg.clone();
+    both.scalers.push(cfg_b.scalers[0].clone());
+    let mut daemon = Daemon::start(rt.clone(), both.clone());
+    assert_eq!(rt.status.all().len(), 2);
+
+    // Same config: nothing restarts.
+    let s = daemon.apply(both.clone());
+    assert_eq!((s.unchanged, s.started.len(), s.restarted.len()), (2, 0, 0));
+
+    // Change b's policy, drop a, add c.
+    let (cfg_c, _) = scaler_config("c", "");
+    let mut next = both.clone();
+    next.scalers.remove(0);
+    next.scalers[0].policy.max_replicas = 10;
+    next.scalers.push(cfg_c.scalers[0].clone());
+    let s = daemon.apply(next);
+    assert_eq!(s.stopped, vec!["a".to_string()]);
+    assert_eq!(s.restarted, vec!["b".to_string()]);
+    assert_eq!(s.started, vec!["c".to_string()]);
+    let names: Vec<String> = rt.status.all().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, vec!["b".to_string(), "c".to_string()]);
+    daemon.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn policy_state_is_shared_by_the_scaler_that_replaces_another() {
+    // The daemon hands the same PolicyState to a restarted scaler; check the
+    // state object itself carries the history (a scale-down stays held).
+    let rt = Runtime::new(Shared::new(), false);
+    let (_, mut cfg) = scaler_config("a", "");
+    cfg.policy.scale_down.stabilization = Some(Duration::from_secs(600));
+    let state: Arc<tokio::sync::Mutex<PolicyState>> = Default::default();
+    let tgt = target(1);
+    let src = source(100);
+    let mut s1 = Scaler::new(
+        cfg.clone(),
+        DefaultsConfig::default(),
+        state.clone(),
+        rt.clone(),
+    )
+    .with_clients(src.clone(), tgt.clone());
+    let p = s1.prepare().await;
+    s1.finish(p).await;
+    assert_eq!(*tgt.replicas.lock().unwrap(), 5);
+    *src.visible.lock().unwrap() = 0;
+    let mut s2 = Scaler::new(cfg, DefaultsConfig::default(), state, rt.clone())
+        .with_clients(src, tgt.clone());
+    let p = s2.prepare().await;
+    s2.finish(p).await;
+    assert_eq!(
+        *tgt.replicas.lock().unwrap(),
+        5,
+        "the down-window remembered by the shared state holds"
+    );
+}
