@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# test.sh: the project's whole test suite, exactly as CI runs it.
+#
+# Starts the real peers the integration tests talk to (moto for SQS,
+# CloudWatch and ECS; a real kube-apiserver + etcd; see scripts/peers.sh),
+# then checks formatting and lints, then runs every test.
+# Usage: bash scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# shellcheck source=scripts/peers.sh
+source scripts/peers.sh
+start_peers
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --all-targets "$@"
