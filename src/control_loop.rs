@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Mutex, watch};
@@ -37,24 +37,31 @@ const CONFLICT_CHECK_EVERY: Duration = Duration::from_secs(600);
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Whether this process may actuate a given scaler. Without leader election
-/// it always may; with it, only while it holds the scaler's Lease.
+/// it always may; with it, only until the renewal deadline of the Lease of
+/// the scaler's shard. Holding a *deadline* rather than a flag means that
+/// even if the elector hangs on a dead API server, actuation stops by itself
+/// in time.
 #[derive(Clone)]
 pub struct Leadership {
-    shards: Arc<Vec<AtomicBool>>,
+    epoch: std::time::Instant,
+    /// Per shard: milliseconds since `epoch` until which we may actuate.
+    until: Arc<Vec<AtomicU64>>,
 }
 
 impl Leadership {
     /// A single replica: always leader.
     pub fn always() -> Leadership {
         Leadership {
-            shards: Arc::new(vec![AtomicBool::new(true)]),
+            epoch: std::time::Instant::now(),
+            until: Arc::new(vec![AtomicU64::new(u64::MAX)]),
         }
     }
 
     /// `n` shards, none held yet.
     pub fn shards(n: u32) -> Leadership {
         Leadership {
-            shards: Arc::new((0..n.max(1)).map(|_| AtomicBool::new(false)).collect()),
+            epoch: std::time::Instant::now(),
+            until: Arc::new((0..n.max(1)).map(|_| AtomicU64::new(0)).collect()),
         }
     }
 
@@ -66,26 +73,47 @@ impl Leadership {
             h ^= u64::from(*b);
             h = h.wrapping_mul(0x100000001b3);
         }
-        (h % self.shards.len() as u64) as usize
+        (h % self.until.len() as u64) as usize
     }
 
     pub fn shard_count(&self) -> usize {
-        self.shards.len()
+        self.until.len()
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     pub fn may_actuate(&self, scaler: &str) -> bool {
-        self.shards[self.shard_of(scaler)].load(Ordering::SeqCst)
+        self.holds(self.shard_of(scaler))
     }
 
-    pub fn set(&self, shard: usize, held: bool) {
-        if let Some(s) = self.shards.get(shard) {
-            s.store(held, Ordering::SeqCst);
+    /// Whether shard `i` is held now.
+    pub fn holds(&self, i: usize) -> bool {
+        self.until
+            .get(i)
+            .is_some_and(|u| self.now_ms() < u.load(Ordering::SeqCst))
+    }
+
+    /// Hold shard `i` until `deadline`.
+    pub fn grant(&self, i: usize, deadline: std::time::Instant) {
+        if let Some(u) = self.until.get(i) {
+            let ms = u64::try_from(deadline.saturating_duration_since(self.epoch).as_millis())
+                .unwrap_or(u64::MAX);
+            u.store(ms, Ordering::SeqCst);
+        }
+    }
+
+    /// Give up shard `i` now.
+    pub fn revoke(&self, i: usize) {
+        if let Some(u) = self.until.get(i) {
+            u.store(0, Ordering::SeqCst);
         }
     }
 
     /// Holds at least one shard.
     pub fn any(&self) -> bool {
-        self.shards.iter().any(|s| s.load(Ordering::SeqCst))
+        (0..self.until.len()).any(|i| self.holds(i))
     }
 }
 

@@ -25,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod control_loop;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod policy;
 pub mod run;

@@ -18,8 +18,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError};
-use crate::control_loop::{Daemon, Runtime};
+use crate::control_loop::{Daemon, Leadership, Runtime};
 use crate::http::{self, HttpError};
+use crate::leader::{self, Elector, LeaderError};
 use crate::shared::Shared;
 use crate::sources::Sample;
 
@@ -35,6 +36,8 @@ pub enum RunError {
     Http(#[from] HttpError),
     #[error("cannot install signal handlers: {0}")]
     Signals(String),
+    #[error(transparent)]
+    Leader(#[from] LeaderError),
 }
 
 impl RunError {
@@ -43,6 +46,7 @@ impl RunError {
             RunError::Config(e) => e.metric_label(),
             RunError::Http(e) => e.metric_label(),
             RunError::Signals(_) => "signals",
+            RunError::Leader(e) => e.metric_label(),
         }
     }
 }
@@ -66,8 +70,30 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     use tokio::signal::unix::{SignalKind, signal};
 
     let config = Config::load(&opts.config)?;
-    let rt = Runtime::new(Shared::new(), opts.dry_run);
-    rt.metrics.leader.set(1);
+    let mut rt = Runtime::new(Shared::new(), opts.dry_run);
+    let (stop_elector, elector_stopped) = watch::channel(false);
+    let elector = if config.leader_election.enabled {
+        let le = config.leader_election.clone();
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| RunError::Leader(LeaderError::Client(e.to_string())))?;
+        rt.leadership = Leadership::shards(le.shards);
+        let ns = leader::namespace(&le);
+        let identity = leader::default_identity();
+        tracing::info!(%identity, namespace = %ns, lease = %le.lease_name, shards = le.shards, "leader election on");
+        let e = Elector::new(
+            client,
+            &ns,
+            le,
+            identity,
+            rt.leadership.clone(),
+            rt.metrics.clone(),
+        );
+        Some(tokio::spawn(e.run(elector_stopped)))
+    } else {
+        rt.metrics.leader.set(1);
+        None
+    };
     let (stop_http, mut http_stopped) = watch::channel(false);
     let (addr, http_task) = http::serve(
         config.server.listen,
@@ -117,6 +143,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
 
     let grace = daemon.config().defaults.actuate_timeout;
     daemon.shutdown(grace).await;
+    if let Some(e) = elector {
+        // Scalers have stopped: hand the Leases over now, not at expiry.
+        let _ = stop_elector.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(2), e).await;
+    }
     let _ = stop_http.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(1), http_task).await;
     tracing::info!("qscale stopped");

@@ -92,6 +92,8 @@ limited to these names (create cannot be limited by name in RBAC).
 {{- range $i := until $shards -}}
 {{- $names = append $names (printf "%s-%d" $base $i) -}}
 {{- end -}}
+{{- /* With shards, live replicas heartbeat in this Lease (src/leader.rs). */ -}}
+{{- $names = append $names (printf "%s-members" $base) -}}
 {{- end -}}
 {{- toYaml $names -}}
 {{- end -}}
