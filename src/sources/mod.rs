@@ -11,6 +11,7 @@
 //! per variant holding its config, its client and its table tests, so adding
 //! a source is a file, a variant and a test table.
 
+pub mod aws_error;
 pub mod sqs;
 
 use std::time::{Duration, SystemTime};
