@@ -12,6 +12,7 @@
 //! a source is a file, a variant and a test table.
 
 pub mod aws_error;
+pub mod cloudwatch;
 pub mod sqs;
 
 use std::time::{Duration, SystemTime};
