@@ -17,7 +17,6 @@ use std::time::Duration;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::sources::SourceError;
@@ -58,7 +57,7 @@ where
     // deep in the source chain; find it first so the user is told to check
     // credentials rather than that the endpoint is unreachable.
     if let Some(c) = find_in_chain::<CredentialsError>(err) {
-        return AwsFailure::Credentials(one_line(&DisplayErrorContext(c).to_string()));
+        return AwsFailure::Credentials(chain(c));
     }
     match err {
         SdkError::ServiceError(e) => AwsFailure::Service {
@@ -68,18 +67,19 @@ where
         },
         SdkError::TimeoutError(_) => AwsFailure::Timeout,
         SdkError::DispatchFailure(d) if d.is_timeout() => AwsFailure::Timeout,
+        SdkError::DispatchFailure(d) if d.is_io() => {
+            AwsFailure::Unreachable(format!("cannot connect: {}", chain(err)))
+        }
         SdkError::DispatchFailure(_) => {
-            AwsFailure::Unreachable(one_line(&DisplayErrorContext(err).to_string()))
+            AwsFailure::Unreachable(format!("the request failed in transit: {}", chain(err)))
         }
         SdkError::ResponseError(r) => AwsFailure::Unparsable(format!(
-            "HTTP {} with a body that is not a valid answer ({})",
+            "HTTP {} with a body that could not be read as an answer: {}",
             r.raw().status().as_u16(),
-            one_line(&DisplayErrorContext(err).to_string())
+            chain(err)
         )),
-        SdkError::ConstructionFailure(_) => {
-            AwsFailure::Request(one_line(&DisplayErrorContext(err).to_string()))
-        }
-        _ => AwsFailure::Unparsable(one_line(&DisplayErrorContext(err).to_string())),
+        SdkError::ConstructionFailure(_) => AwsFailure::Request(chain(err)),
+        _ => AwsFailure::Unparsable(chain(err)),
     }
 }
 
@@ -92,9 +92,7 @@ pub fn source_error(what: &str, failure: AwsFailure, timeout: Duration) -> Sourc
         AwsFailure::Credentials(detail) => {
             SourceError::AccessDenied(format!("{what}: no usable AWS credentials ({detail})"))
         }
-        AwsFailure::Unreachable(detail) => {
-            SourceError::Unavailable(format!("{what}: cannot reach the endpoint: {detail}"))
-        }
+        AwsFailure::Unreachable(detail) => SourceError::Unavailable(format!("{what}: {detail}")),
         AwsFailure::Unparsable(detail) => SourceError::InvalidResponse(format!("{what}: {detail}")),
         AwsFailure::Request(detail) => {
             SourceError::Config(format!("{what}: the request could not be built: {detail}"))
@@ -123,7 +121,7 @@ fn service_error(
                 SourceError::Unavailable(format!("{what}: HTTP {status} from the endpoint"))
             }
             _ => SourceError::InvalidResponse(format!(
-                "{what}: HTTP {status} with a body that is not an AWS error document"
+                "{what}: HTTP {status} with a body that is neither an answer nor an AWS error document"
             )),
         };
     };
@@ -208,6 +206,23 @@ fn find_in_chain<'a, T: Error + 'static>(err: &'a (dyn Error + 'static)) -> Opti
         cur = e.source();
     }
     None
+}
+
+/// The messages of `err` and its sources joined with `: `, skipping a
+/// message its predecessor already contains (wrappers often repeat their
+/// cause), on one short line. Unlike `DisplayErrorContext` it leaves out
+/// the `Debug` dump, which is noise in a log line.
+fn chain(err: &(dyn Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let msg = e.to_string();
+        if !msg.is_empty() && !parts.last().is_some_and(|p| p.contains(&msg)) {
+            parts.push(msg);
+        }
+        cur = e.source();
+    }
+    one_line(&parts.join(": "))
 }
 
 /// Collapse whitespace to single spaces and cut long peer text, so every
@@ -350,12 +365,12 @@ mod tests {
             (
                 service(404, None, None),
                 "invalid_response",
-                "not an AWS error document",
+                "nor an AWS error document",
             ),
             (
                 service(200, Some("  "), None),
                 "invalid_response",
-                "not an AWS error document",
+                "nor an AWS error document",
             ),
             (
                 AwsFailure::Unparsable("<html>".into()),
@@ -459,6 +474,20 @@ mod tests {
         let e = source_error("op", classify(&err), T);
         assert_eq!(e.metric_label(), "invalid_response", "{e}");
         assert!(e.to_string().contains("HTTP 200"), "{e}");
+    }
+
+    #[test]
+    fn error_chains_read_as_one_line_without_debug_dumps() {
+        let refused =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let err: SdkError<GetQueueAttributesError, HttpResponse> =
+            SdkError::dispatch_failure(ConnectorError::io(Box::new(refused)));
+        let e = source_error("op", classify(&err), T).to_string();
+        assert!(
+            e.contains("cannot connect") && e.contains("Connection refused"),
+            "{e}"
+        );
+        assert!(!e.contains("DispatchFailure {"), "{e}");
     }
 
     #[test]

@@ -626,7 +626,8 @@ mod tests {
         let one = attrs(&[(A::ApproximateNumberOfMessages, " 7 ")]);
         let bad = attrs(&[(A::ApproximateNumberOfMessages, "<html>")]);
         let negative = attrs(&[(A::ApproximateNumberOfMessages, "-1")]);
-        let cases: Vec<(Option<&HashMap<A, String>>, Result<Depth, &str>)> = vec![
+        type Case<'a> = (Option<&'a HashMap<A, String>>, Result<Depth, &'static str>);
+        let cases: Vec<Case> = vec![
             (
                 Some(&all),
                 Ok(Depth {
