@@ -10,6 +10,10 @@
 //! Sources are a closed, serde-tagged enum ([`SourceConfig`]) with one file
 //! per variant holding its config, its client and its table tests, so adding
 //! a source is a file, a variant and a test table.
+//!
+//! Shared by the AWS sources: [`aws_error`] maps SDK errors to the bounded
+//! [`SourceError`] labels, and [`cloudwatch`] batches CloudWatch reads of
+//! all SQS scalers of a region into one call per poll.
 
 pub mod aws_error;
 pub mod cloudwatch;
