@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use tokio::sync::Mutex;
 
@@ -36,11 +37,24 @@ pub struct AwsEndpoint {
 #[derive(Clone, Default)]
 pub struct AwsConfigs {
     inner: Arc<Mutex<HashMap<(AwsEndpoint, Duration), SdkConfig>>>,
+    credentials: Option<SharedCredentialsProvider>,
 }
 
 impl AwsConfigs {
     pub fn new() -> AwsConfigs {
         AwsConfigs::default()
+    }
+
+    /// Configs that use `provider` instead of the standard credential chain.
+    /// Tests use it to give moto fixed credentials without touching the
+    /// process environment (tests run in parallel threads, and changing the
+    /// environment under them is unsound), and to exercise the
+    /// missing-credentials path.
+    pub fn with_credentials(provider: SharedCredentialsProvider) -> AwsConfigs {
+        AwsConfigs {
+            inner: Arc::default(),
+            credentials: Some(provider),
+        }
     }
 
     /// The SDK config for `endpoint`, whose calls give up after `timeout`
@@ -51,7 +65,7 @@ impl AwsConfigs {
         if let Some(c) = map.get(&key) {
             return c.clone();
         }
-        let c = load(endpoint, timeout).await;
+        let c = load_with(endpoint, timeout, self.credentials.clone()).await;
         map.insert(key, c.clone());
         c
     }
@@ -60,6 +74,14 @@ impl AwsConfigs {
 /// Load an SDK config with ring-only TLS, bounded timeouts and standard
 /// retries.
 pub async fn load(endpoint: &AwsEndpoint, timeout: Duration) -> SdkConfig {
+    load_with(endpoint, timeout, None).await
+}
+
+async fn load_with(
+    endpoint: &AwsEndpoint,
+    timeout: Duration,
+    credentials: Option<SharedCredentialsProvider>,
+) -> SdkConfig {
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
         .build_https();
@@ -78,6 +100,9 @@ pub async fn load(endpoint: &AwsEndpoint, timeout: Duration) -> SdkConfig {
     }
     if let Some(url) = &endpoint.endpoint_url {
         loader = loader.endpoint_url(url.clone());
+    }
+    if let Some(c) = credentials {
+        loader = loader.credentials_provider(c);
     }
     loader.load().await
 }

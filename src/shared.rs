@@ -7,12 +7,16 @@
 //! It is cheap to clone (everything inside is reference-counted).
 
 use crate::aws::AwsConfigs;
+use crate::sources::cloudwatch::CloudWatchReaders;
 
 /// Process-wide clients; clone freely.
 #[derive(Clone, Default)]
 pub struct Shared {
     /// Loaded AWS SDK configs, one per region and endpoint.
     pub aws: AwsConfigs,
+    /// Batched CloudWatch readers, one per region and endpoint, so all SQS
+    /// scalers of a region share one GetMetricData call per poll.
+    pub cloudwatch: CloudWatchReaders,
 }
 
 impl Shared {

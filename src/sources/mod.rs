@@ -10,9 +10,16 @@
 //! Sources are a closed, serde-tagged enum ([`SourceConfig`]) with one file
 //! per variant holding its config, its client and its table tests, so adding
 //! a source is a file, a variant and a test table.
+//!
+//! Shared by the AWS sources: [`aws_error`] maps SDK errors to the bounded
+//! [`SourceError`] labels, and [`cloudwatch`] batches CloudWatch reads of
+//! all SQS scalers of a region into one call per poll.
 
+pub mod aws_error;
+pub mod cloudwatch;
 pub mod sqs;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -20,6 +27,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Problems;
+use crate::shared::Shared;
 
 /// What one poll saw. Every field is optional except `at`: a source fills
 /// what it can measure, and a missing signal never causes a scale-down.
@@ -153,6 +161,21 @@ impl SourceConfig {
     pub fn validate(&self, path: &str, p: &mut Problems) {
         match self {
             SourceConfig::Sqs(c) => c.validate(path, p),
+        }
+    }
+
+    /// Build the source's client. Cheap checks (config, region) fail here;
+    /// anything that needs the peer (does the queue exist?) is checked per
+    /// sample, so a queue that is missing at startup is a per-poll error
+    /// that heals by itself, not a failed start. `timeout` bounds each
+    /// sample.
+    pub async fn build(
+        &self,
+        shared: &Shared,
+        timeout: Duration,
+    ) -> Result<Arc<dyn QueueSource>, SourceError> {
+        match self {
+            SourceConfig::Sqs(c) => Ok(Arc::new(sqs::SqsSource::build(c, shared, timeout).await?)),
         }
     }
 

@@ -1,17 +1,42 @@
-//! Amazon SQS source: its config table and validation.
+//! Amazon SQS source: its config table, validation and client.
 //!
 //! Depth (visible, in-flight, delayed) comes from one `GetQueueAttributes`
 //! call per poll. Age of the oldest message and arrival rate come from
 //! CloudWatch (`AWS/SQS`), because reading them by receiving messages would
 //! change receive counts and can push messages to a dead-letter queue.
+//! CloudWatch reads go through the process-wide batched reader
+//! ([`crate::sources::cloudwatch`]), so many SQS scalers in one region cost
+//! one GetMetricData call per poll. CloudWatch data lags and comes per
+//! minute: the newest datapoint is used, and one older than `max_staleness`
+//! counts as missing (never as zero), with a note saying so.
+//!
+//! Only the depth call can fail a sample. The dead-letter depth and the
+//! CloudWatch signals are extras: when they fail, the sample still carries
+//! the depth, the extra stays unknown, and a note says why.
+//!
+//! Credentials and region come from the standard AWS chain through
+//! [`crate::aws::AwsConfigs`]. moto, the integration-test peer, does not
+//! check credentials, so a wrong key is only caught by real AWS (as
+//! `access_denied`); missing credentials are caught locally.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
 
+use async_trait::async_trait;
+use aws_sdk_sqs::types::QueueAttributeName;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+use tokio::time::{Instant, timeout_at};
 
+use crate::aws::AwsEndpoint;
 use crate::config::{Problems, http_url, positive_duration};
-use crate::sources::Capabilities;
+use crate::shared::Shared;
+use crate::sources::aws_error::{classify, source_error};
+use crate::sources::cloudwatch::{
+    Datapoint, PERIOD, QueueMetrics, Registration, SqsMetric, WINDOW,
+};
+use crate::sources::{Capabilities, QueueSource, Sample, SourceError};
 
 /// `source.kind = "sqs"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -176,6 +201,309 @@ impl SqsSourceConfig {
     }
 }
 
+/// The depth attributes asked for on every poll.
+const DEPTH_ATTRIBUTES: [QueueAttributeName; 3] = [
+    QueueAttributeName::ApproximateNumberOfMessages,
+    QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+    QueueAttributeName::ApproximateNumberOfMessagesDelayed,
+];
+
+/// A queue's message counts as `GetQueueAttributes` reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Depth {
+    pub visible: Option<u64>,
+    pub in_flight: Option<u64>,
+    pub delayed: Option<u64>,
+}
+
+impl Depth {
+    /// All messages held, for the dead-letter gauge.
+    fn total(&self) -> Option<u64> {
+        let parts = [self.visible, self.in_flight, self.delayed];
+        if parts.iter().all(Option::is_none) {
+            return None;
+        }
+        Some(
+            parts
+                .iter()
+                .flatten()
+                .fold(0u64, |a, b| a.saturating_add(*b)),
+        )
+    }
+}
+
+/// Read the depth attributes. A missing attribute stays unknown; a value
+/// that is not a count, or an answer with none of them, is an invalid
+/// response (SQS always sends all three).
+pub fn parse_depth(attrs: Option<&HashMap<QueueAttributeName, String>>) -> Result<Depth, String> {
+    let get = |name: &QueueAttributeName| -> Result<Option<u64>, String> {
+        match attrs.and_then(|a| a.get(name)) {
+            None => Ok(None),
+            Some(v) => v.trim().parse::<u64>().map(Some).map_err(|_| {
+                format!(
+                    "attribute {} is {:?}, not a message count",
+                    name.as_str(),
+                    crate::sources::aws_error::one_line(v)
+                )
+            }),
+        }
+    };
+    let d = Depth {
+        visible: get(&QueueAttributeName::ApproximateNumberOfMessages)?,
+        in_flight: get(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible)?,
+        delayed: get(&QueueAttributeName::ApproximateNumberOfMessagesDelayed)?,
+    };
+    if d == Depth::default() {
+        return Err("the answer had none of the ApproximateNumberOfMessages* attributes".into());
+    }
+    Ok(d)
+}
+
+/// What the CloudWatch metrics say now: the oldest message's age and the
+/// arrival rate, each `None` when missing, stale or invalid, plus a note for
+/// each one that is.
+pub fn cloudwatch_signals(
+    m: &QueueMetrics,
+    now: SystemTime,
+    max_staleness: Duration,
+) -> (Option<Duration>, Option<f64>, Vec<String>) {
+    let mut notes = Vec::new();
+    let age = fresh(
+        SqsMetric::AgeOfOldestMessage,
+        m,
+        now,
+        max_staleness,
+        &mut notes,
+    )
+    .and_then(|secs| match Duration::try_from_secs_f64(secs) {
+        Ok(d) => Some(d),
+        Err(_) => {
+            notes.push(format!(
+                "CloudWatch {} is {secs}, not an age; treating as missing",
+                SqsMetric::AgeOfOldestMessage.name()
+            ));
+            None
+        }
+    });
+    let rate = fresh(SqsMetric::MessagesSent, m, now, max_staleness, &mut notes).and_then(|sum| {
+        if sum < 0.0 {
+            notes.push(format!(
+                "CloudWatch {} is {sum}, not a count; treating as missing",
+                SqsMetric::MessagesSent.name()
+            ));
+            return None;
+        }
+        Some(sum / PERIOD.as_secs_f64())
+    });
+    (age, rate, notes)
+}
+
+/// The value of `metric` if its newest datapoint is within `max_staleness`.
+fn fresh(
+    metric: SqsMetric,
+    m: &QueueMetrics,
+    now: SystemTime,
+    max_staleness: Duration,
+    notes: &mut Vec<String>,
+) -> Option<f64> {
+    let Some(Datapoint { at, value }) = m.get(metric) else {
+        notes.push(format!(
+            "CloudWatch has no {} datapoint in the last {}; treating as missing",
+            metric.name(),
+            human(WINDOW)
+        ));
+        return None;
+    };
+    // A datapoint from the future (clock skew) is as fresh as can be.
+    let age = now.duration_since(at).unwrap_or(Duration::ZERO);
+    if age > max_staleness {
+        notes.push(format!(
+            "CloudWatch {} is {} old (max_staleness {}); treating as missing",
+            metric.name(),
+            human(age),
+            human(max_staleness)
+        ));
+        return None;
+    }
+    Some(value)
+}
+
+/// A duration in whole seconds, as users write them (`7m 30s`).
+fn human(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+/// A live SQS queue. Cheap to sample concurrently: the SDK client is
+/// reference-counted and the queue URL is resolved once.
+pub struct SqsSource {
+    client: aws_sdk_sqs::Client,
+    /// Resolved on the first successful sample when configured by name.
+    url: OnceCell<String>,
+    name: String,
+    account_id: Option<String>,
+    dead_letter_url: Option<String>,
+    cloudwatch: Option<Registration>,
+    max_staleness: Duration,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for SqsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqsSource")
+            .field("queue", &self.name)
+            .field("url", &self.url.get())
+            .field("cloudwatch", &self.cloudwatch.is_some())
+            .finish()
+    }
+}
+
+impl SqsSource {
+    /// Build a source for `cfg`. Fails only on what can be known without
+    /// calling SQS: an invalid config or no region anywhere. Each sample
+    /// takes at most `timeout`.
+    pub async fn build(
+        cfg: &SqsSourceConfig,
+        shared: &Shared,
+        timeout: Duration,
+    ) -> Result<SqsSource, SourceError> {
+        let mut problems = Problems::default();
+        cfg.validate("source", &mut problems);
+        if !problems.is_empty() {
+            return Err(SourceError::Config(problems.0.join("; ")));
+        }
+        let name = cfg
+            .queue_name()
+            .ok_or_else(|| SourceError::Config("source: the queue has no name".into()))?;
+        let endpoint = AwsEndpoint {
+            region: cfg.region.clone().or_else(|| cfg.region_from_url()),
+            endpoint_url: cfg.endpoint_url.clone(),
+        };
+        let sdk = shared.aws.get(&endpoint, timeout).await;
+        if sdk.region().is_none() {
+            return Err(SourceError::Config(format!(
+                "no AWS region for queue {name}: set source.region, use a regional queue URL \
+                 (https://sqs.<region>.amazonaws.com/...), or set AWS_REGION"
+            )));
+        }
+        let cloudwatch = cfg
+            .cloudwatch
+            .then(|| shared.cloudwatch.reader(&sdk, timeout).register(&name));
+        Ok(SqsSource {
+            client: aws_sdk_sqs::Client::new(&sdk),
+            url: OnceCell::new_with(cfg.queue_url.clone()),
+            name,
+            account_id: cfg.account_id.clone(),
+            dead_letter_url: cfg.dead_letter_queue_url.clone(),
+            cloudwatch,
+            max_staleness: cfg.max_staleness,
+            timeout,
+        })
+    }
+
+    /// The queue URL, resolving the name with `GetQueueUrl` the first time.
+    /// A failure is not cached, so a queue created later is found.
+    async fn queue_url(&self) -> Result<&str, SourceError> {
+        self.url
+            .get_or_try_init(|| async {
+                let what = format!("SQS GetQueueUrl for queue {}", self.name);
+                let answer = self
+                    .client
+                    .get_queue_url()
+                    .queue_name(&self.name)
+                    .set_queue_owner_aws_account_id(self.account_id.clone())
+                    .send()
+                    .await
+                    .map_err(|e| source_error(&what, classify(&e), self.timeout))?;
+                match answer.queue_url() {
+                    Some(u) if !u.is_empty() => Ok(u.to_string()),
+                    _ => Err(SourceError::InvalidResponse(format!(
+                        "{what}: the answer had no QueueUrl"
+                    ))),
+                }
+            })
+            .await
+            .map(String::as_str)
+    }
+
+    async fn depth(&self, url: &str) -> Result<Depth, SourceError> {
+        let what = format!("SQS GetQueueAttributes for {url}");
+        let answer = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .set_attribute_names(Some(DEPTH_ATTRIBUTES.to_vec()))
+            .send()
+            .await
+            .map_err(|e| source_error(&what, classify(&e), self.timeout))?;
+        parse_depth(answer.attributes())
+            .map_err(|e| SourceError::InvalidResponse(format!("{what}: {e}")))
+    }
+}
+
+#[async_trait]
+impl QueueSource for SqsSource {
+    fn kind(&self) -> &'static str {
+        "sqs"
+    }
+
+    async fn sample(&self) -> Result<Sample, SourceError> {
+        let at = SystemTime::now();
+        let deadline = Instant::now() + self.timeout;
+        let main = async { self.depth(self.queue_url().await?).await };
+        let dead_letter = async {
+            match &self.dead_letter_url {
+                Some(u) => Some(self.depth(u).await),
+                None => None,
+            }
+        };
+        let cloudwatch = async {
+            match &self.cloudwatch {
+                Some(r) => Some(r.latest().await),
+                None => None,
+            }
+        };
+        let (main, dead_letter, cloudwatch) = tokio::join!(
+            timeout_at(deadline, main),
+            timeout_at(deadline, dead_letter),
+            timeout_at(deadline, cloudwatch)
+        );
+        let depth = main.map_err(|_| SourceError::Timeout(self.timeout))??;
+
+        let mut sample = Sample::empty(at);
+        sample.visible = depth.visible;
+        sample.in_flight = depth.in_flight;
+        sample.delayed = depth.delayed;
+        match dead_letter {
+            Ok(None) => {}
+            Ok(Some(Ok(d))) => sample.dead_letter = d.total(),
+            Ok(Some(Err(e))) => sample
+                .notes
+                .push(format!("dead-letter queue depth unknown: {e}")),
+            Err(_) => sample.notes.push(format!(
+                "dead-letter queue depth unknown: no answer within {}",
+                human(self.timeout)
+            )),
+        }
+        match cloudwatch {
+            Ok(None) => {}
+            Ok(Some(Ok(m))) => {
+                let (age, rate, notes) = cloudwatch_signals(&m, SystemTime::now(), self.max_staleness);
+                sample.oldest_age = age;
+                sample.arrival_rate = rate;
+                sample.notes.extend(notes);
+            }
+            Ok(Some(Err(e))) => sample.notes.push(format!(
+                "CloudWatch unreadable, oldest_age and arrival_rate treated as missing: {e}"
+            )),
+            Err(_) => sample.notes.push(format!(
+                "CloudWatch did not answer within {}; oldest_age and arrival_rate treated as missing",
+                human(self.timeout)
+            )),
+        }
+        Ok(sample)
+    }
+}
+
 /// AWS region names: lowercase letters, digits and dashes, with at least two
 /// dashes (`us-east-1`, `us-gov-west-1`, `ap-southeast-4`).
 pub(crate) fn valid_region(r: &str) -> bool {
@@ -277,6 +605,186 @@ mod tests {
         }
         for bad in ["", "useast1", "US-EAST-1", "us-east", "eu-west-1 "] {
             assert!(!valid_region(bad), "{bad}");
+        }
+    }
+
+    fn attrs(pairs: &[(QueueAttributeName, &str)]) -> HashMap<QueueAttributeName, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn depth_attributes_are_read_strictly() {
+        use QueueAttributeName as A;
+        let all = attrs(&[
+            (A::ApproximateNumberOfMessages, "5"),
+            (A::ApproximateNumberOfMessagesNotVisible, "2"),
+            (A::ApproximateNumberOfMessagesDelayed, "0"),
+        ]);
+        let one = attrs(&[(A::ApproximateNumberOfMessages, " 7 ")]);
+        let bad = attrs(&[(A::ApproximateNumberOfMessages, "<html>")]);
+        let negative = attrs(&[(A::ApproximateNumberOfMessages, "-1")]);
+        type Case<'a> = (Option<&'a HashMap<A, String>>, Result<Depth, &'static str>);
+        let cases: Vec<Case> = vec![
+            (
+                Some(&all),
+                Ok(Depth {
+                    visible: Some(5),
+                    in_flight: Some(2),
+                    delayed: Some(0),
+                }),
+            ),
+            (
+                Some(&one),
+                Ok(Depth {
+                    visible: Some(7),
+                    ..Depth::default()
+                }),
+            ),
+            (Some(&bad), Err("not a message count")),
+            (Some(&negative), Err("not a message count")),
+            (None, Err("none of the")),
+        ];
+        for (input, want) in cases {
+            match (parse_depth(input), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{got:?} lacks {want:?}"),
+                (got, want) => panic!("{input:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn dead_letter_total_counts_every_message_held() {
+        let d = Depth {
+            visible: Some(3),
+            in_flight: Some(1),
+            delayed: None,
+        };
+        assert_eq!(d.total(), Some(4));
+        assert_eq!(Depth::default().total(), None);
+    }
+
+    #[test]
+    fn cloudwatch_data_older_than_max_staleness_is_missing_never_zero() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
+        let ago = |s: u64| now - Duration::from_secs(s);
+        let point = |s: u64, value: f64| Some(Datapoint { at: ago(s), value });
+        let five_min = Duration::from_secs(300);
+        type Case = (
+            &'static str,
+            QueueMetrics,
+            Option<Duration>,
+            Option<f64>,
+            Vec<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "fresh data is used; the sum per minute becomes a rate per second",
+                QueueMetrics {
+                    oldest_age: point(60, 42.0),
+                    sent: point(60, 120.0),
+                },
+                Some(Duration::from_secs(42)),
+                Some(2.0),
+                vec![],
+            ),
+            (
+                "zeros are values",
+                QueueMetrics {
+                    oldest_age: point(0, 0.0),
+                    sent: point(0, 0.0),
+                },
+                Some(Duration::ZERO),
+                Some(0.0),
+                vec![],
+            ),
+            (
+                "stale data is missing, with a note naming its age",
+                QueueMetrics {
+                    oldest_age: point(420, 900.0),
+                    sent: point(60, 6.0),
+                },
+                None,
+                Some(0.1),
+                vec![
+                    "CloudWatch ApproximateAgeOfOldestMessage is 7m old (max_staleness 5m); treating as missing",
+                ],
+            ),
+            (
+                "exactly max_staleness old is still fresh",
+                QueueMetrics {
+                    oldest_age: point(300, 1.0),
+                    sent: point(300, 60.0),
+                },
+                Some(Duration::from_secs(1)),
+                Some(1.0),
+                vec![],
+            ),
+            (
+                "no datapoints at all",
+                QueueMetrics::default(),
+                None,
+                None,
+                vec![
+                    "CloudWatch has no ApproximateAgeOfOldestMessage datapoint in the last 15m",
+                    "CloudWatch has no NumberOfMessagesSent datapoint in the last 15m",
+                ],
+            ),
+            (
+                "a datapoint from the future (clock skew) counts as fresh",
+                QueueMetrics {
+                    oldest_age: Some(Datapoint {
+                        at: now + Duration::from_secs(30),
+                        value: 5.0,
+                    }),
+                    sent: None,
+                },
+                Some(Duration::from_secs(5)),
+                None,
+                vec!["no NumberOfMessagesSent"],
+            ),
+            (
+                "impossible values are missing",
+                QueueMetrics {
+                    oldest_age: point(0, -3.0),
+                    sent: point(0, -1.0),
+                },
+                None,
+                None,
+                vec!["is -3, not an age", "is -1, not a count"],
+            ),
+        ];
+        for (name, m, want_age, want_rate, want_notes) in cases {
+            let (age, rate, notes) = cloudwatch_signals(&m, now, five_min);
+            assert_eq!(age, want_age, "{name}");
+            assert_eq!(rate, want_rate, "{name}");
+            assert_eq!(notes.len(), want_notes.len(), "{name}: {notes:?}");
+            for (n, w) in notes.iter().zip(&want_notes) {
+                assert!(n.contains(w), "{name}: {n:?} lacks {w:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn building_a_source_from_a_malformed_config_is_a_config_error_not_a_panic() {
+        let shared = Shared::new();
+        let cases = [
+            cfg(Some("sqs/jobs"), None),
+            cfg(None, None),
+            SqsSourceConfig {
+                region: Some("mars".into()),
+                ..cfg(None, Some("q"))
+            },
+        ];
+        for c in cases {
+            let e = SqsSource::build(&c, &shared, Duration::from_secs(1))
+                .await
+                .expect_err("a malformed config must not build");
+            assert_eq!(e.metric_label(), "config", "{e}");
+            assert!(!e.to_string().contains('\n'), "{e}");
         }
     }
 }
