@@ -185,20 +185,6 @@ impl SourceConfig {
             SourceConfig::Sqs(c) => c.describe(),
         }
     }
-
-    /// Build the live source. Network calls of `sample` give up after
-    /// `timeout`.
-    pub async fn build(
-        &self,
-        _shared: &crate::shared::Shared,
-        _timeout: Duration,
-    ) -> Result<std::sync::Arc<dyn QueueSource>, SourceError> {
-        match self {
-            SourceConfig::Sqs(_) => Err(SourceError::Config(
-                "the sqs source lands with the sqs branch".into(),
-            )),
-        }
-    }
 }
 
 /// Serialize `SystemTime` as fractional Unix seconds.
