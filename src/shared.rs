@@ -7,12 +7,15 @@
 //! It is cheap to clone (everything inside is reference-counted).
 
 use crate::aws::AwsConfigs;
+use crate::targets::kubernetes::KubeClients;
 
 /// Process-wide clients; clone freely.
 #[derive(Clone, Default)]
 pub struct Shared {
     /// Loaded AWS SDK configs, one per region and endpoint.
     pub aws: AwsConfigs,
+    /// Kubernetes clients, one per kubeconfig context.
+    pub kube: KubeClients,
 }
 
 impl Shared {
