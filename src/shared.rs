@@ -8,6 +8,7 @@
 
 use crate::aws::AwsConfigs;
 use crate::sources::cloudwatch::CloudWatchReaders;
+use crate::targets::kubernetes::KubeClients;
 
 /// Process-wide clients; clone freely.
 #[derive(Clone, Default)]
@@ -17,6 +18,8 @@ pub struct Shared {
     /// Batched CloudWatch readers, one per region and endpoint, so all SQS
     /// scalers of a region share one GetMetricData call per poll.
     pub cloudwatch: CloudWatchReaders,
+    /// Kubernetes clients, one per kubeconfig context.
+    pub kube: KubeClients,
 }
 
 impl Shared {

@@ -7,6 +7,7 @@
 pub mod ecs;
 pub mod kubernetes;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,6 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Problems;
+use crate::shared::Shared;
 
 /// The replica state of a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -45,10 +47,12 @@ pub trait ScaleTarget: Send + Sync {
     async fn paused(&self) -> Result<bool, TargetError> {
         Ok(false)
     }
-    /// Other controllers that also scale this target (an HPA, a KEDA
-    /// ScaledObject), one warning line each.
+    /// Other autoscalers that also resize this target (for Kubernetes, HPAs
+    /// and KEDA ScaledObjects), one warning line each. Two controllers
+    /// fighting over one replica count is the most common production
+    /// mistake, so the daemon logs these loudly at start.
     async fn conflicts(&self) -> Result<Vec<String>, TargetError> {
-        Ok(Vec::new())
+        Ok(vec![])
     }
 }
 
@@ -57,13 +61,17 @@ pub trait ScaleTarget: Send + Sync {
 pub enum TargetError {
     #[error("conflict: {0}")]
     Conflict(String),
-    #[error("forbidden: {0}; grant the permissions listed in docs/configuration.md")]
+    /// The message names the missing permission and how to grant it.
+    #[error("forbidden: {0}")]
     Forbidden(String),
     #[error("not found: {0}")]
     NotFound(String),
     #[error("throttled by the API: {0}")]
     Throttled(String),
-    #[error("timed out after {0:?}")]
+    #[error(
+        "timed out after {0:?}, retries included: check that the API answers, or raise \
+         defaults.actuate_timeout"
+    )]
     Timeout(Duration),
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -121,22 +129,28 @@ impl TargetConfig {
         }
     }
 
+    /// Build the target: load or reuse its client from `shared`. Every read
+    /// or write of the built target gives up after `timeout`, retries
+    /// included. `dry_run` is not applied here: the caller decides whether
+    /// to call `set_replicas`.
+    pub async fn build(
+        &self,
+        shared: &Shared,
+        timeout: Duration,
+    ) -> Result<Arc<dyn ScaleTarget>, TargetError> {
+        Ok(match self {
+            TargetConfig::Kubernetes(c) => {
+                Arc::new(kubernetes::KubernetesTarget::build(c, shared, timeout).await?)
+            }
+            TargetConfig::Ecs(c) => Arc::new(ecs::EcsTarget::build(c, shared, timeout).await?),
+        })
+    }
+
     /// A one-line description for `qscale check`.
     pub fn describe(&self) -> String {
         match self {
             TargetConfig::Kubernetes(c) => c.describe(),
             TargetConfig::Ecs(c) => c.describe(),
         }
-    }
-
-    /// Build the live target. Calls give up after `timeout`.
-    pub async fn build(
-        &self,
-        _shared: &crate::shared::Shared,
-        _timeout: Duration,
-    ) -> Result<std::sync::Arc<dyn ScaleTarget>, TargetError> {
-        Err(TargetError::Invalid(
-            "targets land with the targets branch".into(),
-        ))
     }
 }
