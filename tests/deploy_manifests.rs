@@ -319,15 +319,16 @@ fn rbac_grants_only_scale_subresource_hpa_list_and_leases() {
     let cluster_allowed: BTreeMap<(&str, &str), &[&str]> = BTreeMap::from([
         (
             ("apps", "deployments/scale"),
-            &["get", "update", "patch"][..],
+            &["get", "update"][..],
         ),
         (
             ("apps", "statefulsets/scale"),
-            &["get", "update", "patch"][..],
+            &["get", "update"][..],
         ),
         (("apps", "deployments"), &["get"][..]),
         (("apps", "statefulsets"), &["get"][..]),
         (("autoscaling", "horizontalpodautoscalers"), &["list"][..]),
+        (("keda.sh", "scaledobjects"), &["list"][..]),
     ]);
     let lease: ((&str, &str), &[&str]) = (
         ("coordination.k8s.io", "leases"),

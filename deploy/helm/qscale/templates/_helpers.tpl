@@ -108,19 +108,22 @@ HorizontalPodAutoscaler on the same target. No watch, no secrets, no pods.
 {{- define "qscale.scaleRules" -}}
 - apiGroups: ["apps"]
   resources: ["deployments/scale", "statefulsets/scale"]
-  verbs: ["get", "update", "patch"]
+  verbs: ["get", "update"]
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets"]
   verbs: ["get"]
 {{- range .Values.rbac.extraScaleResources }}
 - apiGroups: [{{ required "rbac.extraScaleResources[].apiGroup is required" .apiGroup | quote }}]
   resources: [{{ printf "%s/scale" (required "rbac.extraScaleResources[].resource is required" .resource) | quote }}]
-  verbs: ["get", "update", "patch"]
+  verbs: ["get", "update"]
 - apiGroups: [{{ .apiGroup | quote }}]
   resources: [{{ .resource | quote }}]
   verbs: ["get"]
 {{- end }}
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
+  verbs: ["list"]
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
   verbs: ["list"]
 {{- end -}}
