@@ -6,10 +6,8 @@
 //! others; SIGTERM exits 0 quickly.
 
 #[path = "support/kube.rs"]
-#[allow(dead_code)]
 mod kube_support;
 #[path = "support/moto.rs"]
-#[allow(dead_code)]
 mod moto;
 
 use std::io::{Read, Write};
