@@ -317,14 +317,8 @@ fn rbac_grants_only_scale_subresource_hpa_list_and_leases() {
     let docs = manifests();
     // (apiGroup, resource) -> verbs qscale may hold; leases only namespaced.
     let cluster_allowed: BTreeMap<(&str, &str), &[&str]> = BTreeMap::from([
-        (
-            ("apps", "deployments/scale"),
-            &["get", "update"][..],
-        ),
-        (
-            ("apps", "statefulsets/scale"),
-            &["get", "update"][..],
-        ),
+        (("apps", "deployments/scale"), &["get", "update"][..]),
+        (("apps", "statefulsets/scale"), &["get", "update"][..]),
         (("apps", "deployments"), &["get"][..]),
         (("apps", "statefulsets"), &["get"][..]),
         (("autoscaling", "horizontalpodautoscalers"), &["list"][..]),
