@@ -36,6 +36,9 @@ pub enum Command {
     },
     /// Print the JSON Schema of the config file (for editor completion).
     Schema,
+    /// Replay a trace of arrivals through a scaler's policy in virtual time
+    /// and report message age and cost (optionally against the HPA).
+    Simulate(crate::simulate::SimulateArgs),
 }
 
 /// Run a parsed command line.
@@ -51,6 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{schema}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Simulate(args) => crate::simulate::main(args),
     }
 }
 

@@ -12,6 +12,9 @@
 //! - [`policy`]: the pure decision function and its state;
 //! - [`sources`]: queue sources and the [`sources::Sample`] they produce;
 //! - [`targets`]: scale targets and their [`targets::Replicas`];
+//! - [`simulate`]: the queue-and-workers model that replays a trace
+//!   through the real policy (`qscale simulate`), the HPA baseline it is
+//!   compared with, and the demo world behind the `demo` source and target;
 //! - [`cli`]: the command-line interface that `main.rs` calls.
 
 pub mod aws;
@@ -19,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod policy;
 pub mod shared;
+pub mod simulate;
 pub mod sources;
 pub mod targets;
 

@@ -7,12 +7,15 @@
 //! It is cheap to clone (everything inside is reference-counted).
 
 use crate::aws::AwsConfigs;
+use crate::simulate::DemoWorld;
 
 /// Process-wide clients; clone freely.
 #[derive(Clone, Default)]
 pub struct Shared {
     /// Loaded AWS SDK configs, one per region and endpoint.
     pub aws: AwsConfigs,
+    /// Simulated queues of the `demo` source and target, by queue name.
+    pub demo: DemoWorld,
 }
 
 impl Shared {
