@@ -4,9 +4,11 @@
 //! how many are ready) and accepts a new one. Targets are a closed,
 //! serde-tagged enum ([`TargetConfig`]) with one file per variant.
 
+pub mod demo;
 pub mod ecs;
 pub mod kubernetes;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,6 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Problems;
+use crate::shared::Shared;
 
 /// The replica state of a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -90,6 +93,9 @@ pub enum TargetConfig {
     Kubernetes(kubernetes::KubernetesTargetConfig),
     /// An Amazon ECS service.
     Ecs(ecs::EcsTargetConfig),
+    /// Simulated workers that drain the `demo` source's queue with the same
+    /// `queue` name (no cloud needed).
+    Demo(demo::DemoTargetConfig),
 }
 
 impl TargetConfig {
@@ -98,6 +104,7 @@ impl TargetConfig {
         match self {
             TargetConfig::Kubernetes(_) => "kubernetes",
             TargetConfig::Ecs(_) => "ecs",
+            TargetConfig::Demo(_) => "demo",
         }
     }
 
@@ -106,6 +113,7 @@ impl TargetConfig {
         match self {
             TargetConfig::Kubernetes(c) => c.dry_run,
             TargetConfig::Ecs(c) => c.dry_run,
+            TargetConfig::Demo(c) => c.dry_run,
         }
     }
 
@@ -113,6 +121,7 @@ impl TargetConfig {
         match self {
             TargetConfig::Kubernetes(c) => c.validate(path, p),
             TargetConfig::Ecs(c) => c.validate(path, p),
+            TargetConfig::Demo(c) => c.validate(path, p),
         }
     }
 
@@ -121,6 +130,31 @@ impl TargetConfig {
         match self {
             TargetConfig::Kubernetes(c) => c.describe(),
             TargetConfig::Ecs(c) => c.describe(),
+            TargetConfig::Demo(c) => c.describe(),
+        }
+    }
+
+    /// Build the target this table describes. Clients and simulated workers
+    /// come from `shared` so they exist once per process; `timeout` bounds
+    /// each read or write of the replica count, retries included.
+    pub async fn build(
+        &self,
+        shared: &Shared,
+        timeout: Duration,
+    ) -> Result<Arc<dyn ScaleTarget>, TargetError> {
+        let _ = timeout; // the demo target makes no network calls
+        match self {
+            // merged with the sqs branch: temporary placeholders; the branch
+            // that implements these targets replaces both arms at merge time.
+            TargetConfig::Kubernetes(_) => Err(TargetError::Invalid(
+                "the kubernetes target is not built in this branch yet (merged with the sqs branch)"
+                    .into(),
+            )),
+            TargetConfig::Ecs(_) => Err(TargetError::Invalid(
+                "the ecs target is not built in this branch yet (merged with the sqs branch)"
+                    .into(),
+            )),
+            TargetConfig::Demo(c) => Ok(Arc::new(c.build(&shared.demo))),
         }
     }
 }
