@@ -38,7 +38,7 @@ pub enum Command {
     Schema,
     /// Replay a trace of arrivals through a scaler's policy in virtual time
     /// and report message age and cost (optionally against the HPA).
-    Simulate(crate::simulate::SimulateArgs),
+    Simulate(Box<crate::simulate::SimulateArgs>),
 }
 
 /// Run a parsed command line.
@@ -54,7 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{schema}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Simulate(args) => crate::simulate::main(args),
+        Command::Simulate(args) => crate::simulate::main(*args),
     }
 }
 

@@ -153,7 +153,7 @@ impl Hpa {
     pub fn tick(&mut self, t: u64, o: &Observation) -> Option<u32> {
         let current = o.desired;
         let mut result = None;
-        if t % self.p.polling_interval.max(1) == 0 {
+        if t.is_multiple_of(self.p.polling_interval.max(1)) {
             let metric = (o.visible + o.in_flight) as f64;
             self.metric = Some(metric);
             if self.p.min_replicas == 0 {
@@ -173,7 +173,7 @@ impl Hpa {
                 }
             }
         }
-        if result.is_none() && current > 0 && t % self.p.sync_period.max(1) == 0 {
+        if result.is_none() && current > 0 && t.is_multiple_of(self.p.sync_period.max(1)) {
             let desired = self.reconcile(t, current, o.pods);
             if desired != current {
                 result = Some(desired);

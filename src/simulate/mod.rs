@@ -245,7 +245,7 @@ impl QscalePolicy {
 
 impl Autoscaler for QscalePolicy {
     fn tick(&mut self, t: u64, model: &Model) -> Option<u32> {
-        if t % self.poll != 0 {
+        if !t.is_multiple_of(self.poll) {
             return None;
         }
         let o = model.observe();

@@ -125,9 +125,12 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
+/// How one row of the table renders a run's figure.
+type Cell = Box<dyn Fn(&Metrics) -> String>;
+
 /// The summary table, one column per run.
 pub fn table(runs: &[&Run], objective_label: &str) -> String {
-    let rows: Vec<(String, Box<dyn Fn(&Metrics) -> String>)> = vec![
+    let rows: Vec<(String, Cell)> = vec![
         (
             "message age p50 (s)".into(),
             Box::new(|m| format!("{:.1}", m.age_p50_seconds)),

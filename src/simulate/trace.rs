@@ -298,7 +298,7 @@ impl Pattern {
                 let hit = match every {
                     _ if t < at => false,
                     None => t == at,
-                    Some(e) => (t - at) % e == 0,
+                    Some(e) => (t - at).is_multiple_of(e),
                 };
                 if hit { base + size } else { base }
             }
@@ -356,7 +356,7 @@ impl Iterator for Arrivals {
 /// below 30, a rounded normal approximation above, where the two are
 /// indistinguishable for a queue and Knuth's loop would be slow.
 pub fn poisson(rng: &mut StdRng, lambda: f64) -> u64 {
-    if !(lambda > 0.0) {
+    if lambda.is_nan() || lambda <= 0.0 {
         return 0;
     }
     if lambda < 30.0 {
