@@ -459,16 +459,21 @@ pub fn text_summary(o: &Outcome) -> String {
     out
 }
 
-/// The `--output json` document: `{"qscale": M}` or `{"qscale": M, "hpa": M}`.
-pub fn json_summary(o: &Outcome) -> serde_json::Value {
-    let mut map = serde_json::Map::new();
-    for r in &o.runs {
-        map.insert(
-            r.name.clone(),
-            serde_json::to_value(&r.metrics).unwrap_or(serde_json::Value::Null),
-        );
+/// The `--output json` document: `{"qscale": M}` or `{"qscale": M, "hpa": M}`,
+/// in that order, each `M` with the fields of [`report::Metrics`] in order.
+pub fn json_summary(o: &Outcome) -> String {
+    #[derive(serde::Serialize)]
+    struct Summary<'a> {
+        qscale: Option<&'a report::Metrics>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hpa: Option<&'a report::Metrics>,
     }
-    serde_json::Value::Object(map)
+    let find = |name: &str| o.runs.iter().find(|r| r.name == name).map(|r| &r.metrics);
+    let doc = Summary {
+        qscale: find("qscale"),
+        hpa: find("hpa"),
+    };
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
 
 /// Run `qscale simulate` with `args`, printing to `out`.
@@ -506,10 +511,7 @@ pub fn execute(args: &SimulateArgs, out: &mut dyn Write) -> Result<(), SimulateE
             }
             out.write_all(text.as_bytes()).map_err(write_err)
         }
-        OutputFormat::Json => {
-            let doc = serde_json::to_string_pretty(&json_summary(&o)).unwrap_or_default();
-            writeln!(out, "{doc}").map_err(write_err)
-        }
+        OutputFormat::Json => writeln!(out, "{}", json_summary(&o)).map_err(write_err),
     }
 }
 
