@@ -484,6 +484,7 @@ pub fn execute(args: &SimulateArgs, out: &mut dyn Write) -> Result<(), SimulateE
     };
     if let Some(pattern) = &args.generate_trace {
         let p = trace::Pattern::parse(pattern)?;
+        trace::check_length(args.duration)?;
         let secs = args.duration.unwrap_or(DEFAULT_PATTERN_DURATION).as_secs();
         let t = Trace::from_pattern(&p, secs);
         return out

@@ -36,6 +36,11 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+/// The longest trace the simulator accepts: 31 days at 1 s resolution is
+/// ~2.7 M steps, well past any useful replay, and it bounds memory when a
+/// typo asks for years.
+pub const MAX_TRACE_SECONDS: u64 = 31 * 86_400;
+
 /// The pattern names [`Pattern::parse`] knows, for error messages.
 pub const PATTERN_NAMES: [&str; 5] = ["constant", "step", "burst", "diurnal", "sawtooth"];
 
@@ -58,6 +63,9 @@ pub enum TraceError {
     /// A CSV trace file has no data rows.
     #[error("trace file {path} has no data rows; write lines of `t_seconds,arrivals`")]
     EmptyCsv { path: PathBuf },
+    /// The requested or recorded length is beyond [`MAX_TRACE_SECONDS`].
+    #[error("{what} is longer than the 31 days the simulator replays")]
+    TooLong { what: String },
     /// The argument is neither a pattern nor an existing file.
     #[error(
         "{arg:?} is neither a trace file nor a pattern; patterns are {}, e.g. \"burst:base=1,size=2000,at=5m\"",
@@ -450,7 +458,15 @@ impl Trace {
                 continue;
             }
             let t = match t {
-                Ok(t) if t.is_finite() && t >= 0.0 && t.fract() == 0.0 && t < 1e9 => t as u64,
+                Ok(t) if t.is_finite() && t >= 0.0 && t.fract() == 0.0 => {
+                    if t >= MAX_TRACE_SECONDS as f64 {
+                        return Err(bad(
+                            line_no,
+                            format!("t_seconds {t} is beyond 31 days ({MAX_TRACE_SECONDS} s)"),
+                        ));
+                    }
+                    t as u64
+                }
                 _ => {
                     return Err(bad(
                         line_no,
@@ -564,6 +580,7 @@ impl TraceSpec {
     /// patterns); a file runs for `duration` when given (padded with
     /// silence or cut), else its own length.
     pub fn load(&self, duration: Option<Duration>) -> Result<Trace, TraceError> {
+        check_length(duration)?;
         match self {
             TraceSpec::Pattern(p) => Ok(Trace::from_pattern(
                 p,
@@ -581,6 +598,16 @@ impl TraceSpec {
                 Ok(t)
             }
         }
+    }
+}
+
+/// Refuse a duration beyond [`MAX_TRACE_SECONDS`].
+pub fn check_length(duration: Option<Duration>) -> Result<(), TraceError> {
+    match duration {
+        Some(d) if d.as_secs() > MAX_TRACE_SECONDS => Err(TraceError::TooLong {
+            what: format!("--duration {}", humantime::format_duration(d)),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -698,6 +725,7 @@ mod tests {
             ("0,1\n1.5,2\n", 2, "not a whole number"),
             ("t,a\n0,1\n1,-2\n", 3, "arrivals \"-2\""),
             ("0,1\n5,1\n5,1\n", 3, "not after the previous row"),
+            ("0,1\n99999999,1\n", 2, "beyond 31 days"),
         ];
         for (text, line, want) in cases {
             match Trace::parse_csv(text, Path::new("t.csv")) {
@@ -728,5 +756,11 @@ mod tests {
         assert!(e.contains("no such file"), "{e}");
         let e = TraceSpec::parse("nothing").unwrap_err().to_string();
         assert!(e.contains("neither a trace file nor a pattern"), "{e}");
+        let e = TraceSpec::parse("constant:rate=1")
+            .unwrap()
+            .load(Some(Duration::from_secs(400 * 86_400)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("longer than the 31 days"), "{e}");
     }
 }
