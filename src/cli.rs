@@ -60,6 +60,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Replay a trace of arrivals through a scaler's policy in virtual time
+    /// and report message age and cost (optionally against the HPA).
+    Simulate(Box<crate::simulate::SimulateArgs>),
 }
 
 /// Log output format.
@@ -169,6 +172,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Simulate(args) => crate::simulate::main(*args),
     }
 }
 

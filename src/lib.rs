@@ -18,6 +18,9 @@
 //! - [`http`]: /metrics, /healthz, /readyz, /status;
 //! - [`status`]: what each scaler last saw and decided;
 //! - [`aws`] and [`shared`]: clients shared by all scalers of a process;
+//! - [`simulate`]: the queue-and-workers model that replays a trace
+//!   through the real policy (`qscale simulate`), the HPA baseline it is
+//!   compared with, and the demo world behind the `demo` source and target;
 //! - [`cli`]: the command-line interface that `main.rs` calls.
 
 pub mod aws;
@@ -30,6 +33,7 @@ pub mod metrics;
 pub mod policy;
 pub mod run;
 pub mod shared;
+pub mod simulate;
 pub mod sources;
 pub mod status;
 pub mod targets;

@@ -7,6 +7,7 @@
 //! It is cheap to clone (everything inside is reference-counted).
 
 use crate::aws::AwsConfigs;
+use crate::simulate::DemoWorld;
 use crate::sources::cloudwatch::CloudWatchReaders;
 use crate::targets::kubernetes::KubeClients;
 
@@ -20,6 +21,8 @@ pub struct Shared {
     pub cloudwatch: CloudWatchReaders,
     /// Kubernetes clients, one per kubeconfig context.
     pub kube: KubeClients,
+    /// Simulated queues of the `demo` source and target, by queue name.
+    pub demo: DemoWorld,
 }
 
 impl Shared {

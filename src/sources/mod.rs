@@ -17,6 +17,7 @@
 
 pub mod aws_error;
 pub mod cloudwatch;
+pub mod demo;
 pub mod sqs;
 
 use std::sync::Arc;
@@ -140,6 +141,9 @@ pub enum SourceConfig {
     /// Amazon SQS (depth from GetQueueAttributes; age and arrival rate from
     /// CloudWatch).
     Sqs(sqs::SqsSourceConfig),
+    /// A simulated queue in real time, filled by an arrival pattern and
+    /// drained by a `demo` target with the same `queue` (no cloud needed).
+    Demo(demo::DemoSourceConfig),
 }
 
 impl SourceConfig {
@@ -147,6 +151,7 @@ impl SourceConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             SourceConfig::Sqs(_) => "sqs",
+            SourceConfig::Demo(_) => "demo",
         }
     }
 
@@ -154,6 +159,7 @@ impl SourceConfig {
     pub fn capabilities(&self) -> Capabilities {
         match self {
             SourceConfig::Sqs(c) => c.capabilities(),
+            SourceConfig::Demo(c) => c.capabilities(),
         }
     }
 
@@ -161,6 +167,7 @@ impl SourceConfig {
     pub fn validate(&self, path: &str, p: &mut Problems) {
         match self {
             SourceConfig::Sqs(c) => c.validate(path, p),
+            SourceConfig::Demo(c) => c.validate(path, p),
         }
     }
 
@@ -176,6 +183,7 @@ impl SourceConfig {
     ) -> Result<Arc<dyn QueueSource>, SourceError> {
         match self {
             SourceConfig::Sqs(c) => Ok(Arc::new(sqs::SqsSource::build(c, shared, timeout).await?)),
+            SourceConfig::Demo(c) => Ok(Arc::new(c.build(&shared.demo)?)),
         }
     }
 
@@ -183,6 +191,7 @@ impl SourceConfig {
     pub fn describe(&self) -> String {
         match self {
             SourceConfig::Sqs(c) => c.describe(),
+            SourceConfig::Demo(c) => c.describe(),
         }
     }
 }

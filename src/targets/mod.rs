@@ -4,6 +4,7 @@
 //! how many are ready) and accepts a new one. Targets are a closed,
 //! serde-tagged enum ([`TargetConfig`]) with one file per variant.
 
+pub mod demo;
 pub mod ecs;
 pub mod kubernetes;
 
@@ -103,6 +104,9 @@ pub enum TargetConfig {
     Kubernetes(kubernetes::KubernetesTargetConfig),
     /// An Amazon ECS service.
     Ecs(ecs::EcsTargetConfig),
+    /// Simulated workers that drain the `demo` source's queue with the same
+    /// `queue` name (no cloud needed).
+    Demo(demo::DemoTargetConfig),
 }
 
 impl TargetConfig {
@@ -111,6 +115,7 @@ impl TargetConfig {
         match self {
             TargetConfig::Kubernetes(_) => "kubernetes",
             TargetConfig::Ecs(_) => "ecs",
+            TargetConfig::Demo(_) => "demo",
         }
     }
 
@@ -119,6 +124,7 @@ impl TargetConfig {
         match self {
             TargetConfig::Kubernetes(c) => c.dry_run,
             TargetConfig::Ecs(c) => c.dry_run,
+            TargetConfig::Demo(c) => c.dry_run,
         }
     }
 
@@ -126,6 +132,7 @@ impl TargetConfig {
         match self {
             TargetConfig::Kubernetes(c) => c.validate(path, p),
             TargetConfig::Ecs(c) => c.validate(path, p),
+            TargetConfig::Demo(c) => c.validate(path, p),
         }
     }
 
@@ -143,6 +150,7 @@ impl TargetConfig {
                 Arc::new(kubernetes::KubernetesTarget::build(c, shared, timeout).await?)
             }
             TargetConfig::Ecs(c) => Arc::new(ecs::EcsTarget::build(c, shared, timeout).await?),
+            TargetConfig::Demo(c) => Arc::new(c.build(&shared.demo)),
         })
     }
 
@@ -151,6 +159,7 @@ impl TargetConfig {
         match self {
             TargetConfig::Kubernetes(c) => c.describe(),
             TargetConfig::Ecs(c) => c.describe(),
+            TargetConfig::Demo(c) => c.describe(),
         }
     }
 }

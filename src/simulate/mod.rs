@@ -1,0 +1,532 @@
+//! The policy simulator (`qscale simulate`) and the demo world.
+//!
+//! Users tune policies in the config file; this shows them, before they
+//! deploy, what a policy would do to their queue. A trace of arrivals (a CSV
+//! or a generated pattern, [`trace`]) is replayed in virtual time through a
+//! queue-and-workers model ([`model`]) whose replica count is set by the
+//! REAL [`crate::policy::decide`] of the chosen scaler, polled at the
+//! scaler's `poll_interval` exactly as the daemon does. So what the simulator
+//! shows is what the daemon would do, minus the noise of real brokers (the
+//! model measures the queue exactly and without delay).
+//!
+//! `--compare hpa` runs the same trace through an independent
+//! implementation of the HPA algorithm with KEDA's defaults ([`hpa`]), and
+//! [`report`] and [`chart`] print both side by side.
+//!
+//! The same model, advanced in real time, is the demo world ([`demo`]) that
+//! the `demo` source and target share through [`crate::shared::Shared`].
+
+pub mod chart;
+pub mod demo;
+pub mod hpa;
+pub mod model;
+pub mod report;
+pub mod trace;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+
+use crate::config::{Config, ConfigError, ScalerConfig};
+use crate::policy::{Policy, PolicyState, decide};
+use crate::sources::{Capabilities, Sample};
+use crate::targets::{Replicas, TargetConfig};
+
+pub use demo::{DemoQueue, DemoWorld};
+use hpa::{Hpa, HpaParams};
+use model::{Model, Observation, WorkerParams};
+use report::{Recorder, Run};
+use trace::{Trace, TraceError, TraceSpec};
+
+/// Start-up delay of new replicas when neither the flag nor a demo target
+/// says otherwise: a typical pod pull-and-start time.
+pub const DEFAULT_STARTUP_DELAY: Duration = Duration::from_secs(30);
+/// The age objective when the policy has no `max_message_age`.
+pub const DEFAULT_OBJECTIVE: Duration = Duration::from_secs(60);
+/// How long a pattern runs without `--duration`.
+pub const DEFAULT_PATTERN_DURATION: Duration = Duration::from_secs(7200);
+
+/// Which baseline `--compare` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Baseline {
+    /// The Kubernetes HPA driven by KEDA, with their defaults.
+    Hpa,
+}
+
+/// How `qscale simulate` prints its summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 30s, 10m, 2h)"))
+}
+
+/// `qscale simulate`: replay a trace through a scaler's policy.
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    /// Config file holding the scaler to simulate.
+    #[arg(long, required_unless_present = "generate_trace")]
+    pub config: Option<PathBuf>,
+
+    /// The scaler to simulate (default: the only one in the file).
+    #[arg(long)]
+    pub scaler: Option<String>,
+
+    /// Arrivals: a CSV file of `t_seconds,arrivals` rows, or a pattern such
+    /// as `burst:base=1,size=2000,at=5m,every=1h` (see docs/simulate.md).
+    #[arg(long, required_unless_present = "generate_trace")]
+    pub trace: Option<String>,
+
+    /// Simulated time, e.g. `2h` (default: a file's own length; 2h for a
+    /// pattern).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Also run a baseline autoscaler on the same trace and compare.
+    #[arg(long, value_enum)]
+    pub compare: Option<Baseline>,
+
+    /// Summary format: a text table or JSON.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// Write an SVG chart of arrivals, backlog, oldest age and replicas.
+    #[arg(long, value_name = "FILE")]
+    pub chart: Option<PathBuf>,
+
+    /// Seconds one worker spends on one message (default: the demo
+    /// target's, else the policy's `throughput.seconds_per_message`).
+    #[arg(long)]
+    pub seconds_per_message: Option<f64>,
+
+    /// Time from asking for a replica to it taking work (default: the demo
+    /// target's, else 30s).
+    #[arg(long, value_parser = parse_duration)]
+    pub startup_delay: Option<Duration>,
+
+    /// Service-time jitter: each message takes `s x (1 +/- jitter)` (0..=1;
+    /// default: the demo target's, else 0).
+    #[arg(long)]
+    pub jitter: Option<f64>,
+
+    /// Seed of the service-time jitter.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Age objective counted in "seconds over objective" (default: the
+    /// policy's `max_message_age`, else 60s).
+    #[arg(long, value_parser = parse_duration)]
+    pub objective: Option<Duration>,
+
+    /// The baseline's AverageValue target (default: the policy's
+    /// `messages_per_replica`).
+    #[arg(long)]
+    pub hpa_messages_per_replica: Option<f64>,
+
+    /// Instead of simulating, print this pattern as a CSV trace (for
+    /// `traces/`), for `--duration` (default 2h).
+    #[arg(long, value_name = "PATTERN", conflicts_with_all = ["config", "compare", "chart", "trace"])]
+    pub generate_trace: Option<String>,
+
+    /// Row width of `--generate-trace` output, e.g. `10s`.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub resolution: Duration,
+}
+
+/// Why a simulation could not run. One line a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulateError {
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{path}: no scaler named {name:?}; the file has {names}")]
+    NoSuchScaler {
+        path: PathBuf,
+        name: String,
+        names: String,
+    },
+    #[error("{path} has several scalers ({names}); pick one with --scaler")]
+    WhichScaler { path: PathBuf, names: String },
+    #[error(
+        "seconds per message unknown for scaler {0:?}: give --seconds-per-message \
+         (or set policy.throughput.seconds_per_message)"
+    )]
+    NoServiceTime(String),
+    #[error(
+        "--compare hpa needs the baseline's messages per replica: give \
+         --hpa-messages-per-replica (or set policy.messages_per_replica)"
+    )]
+    NoHpaTarget,
+    #[error("{flag}: {message}")]
+    Flag {
+        flag: &'static str,
+        message: &'static str,
+    },
+    #[error(transparent)]
+    Chart(#[from] chart::ChartError),
+    #[error("cannot write {path}: {reason}")]
+    Write { path: PathBuf, reason: String },
+}
+
+/// Everything about a run except the autoscaler.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    pub trace: Trace,
+    /// Simulated seconds.
+    pub seconds: u64,
+    pub workers: WorkerParams,
+    /// Replicas ready at t = 0.
+    pub initial_replicas: u32,
+    /// Age objective, seconds.
+    pub objective: f64,
+}
+
+/// Something that sets the replica count, asked once per simulated second.
+pub trait Autoscaler {
+    /// Look at the model at second `t` (after that second's arrivals) and
+    /// return a new replica count, or `None` to leave it.
+    fn tick(&mut self, t: u64, model: &Model) -> Option<u32>;
+}
+
+/// qscale's own policy, driven exactly as the daemon's control loop does.
+pub struct QscalePolicy {
+    policy: Policy,
+    state: PolicyState,
+    caps: Capabilities,
+    poll: u64,
+    base: Instant,
+    /// (second, messages arrived by then) at the previous poll, for the
+    /// arrival rate a source measures between polls.
+    last_poll: Option<(u64, u64)>,
+}
+
+impl QscalePolicy {
+    /// The policy of `scaler`, polled every `poll` (whole seconds, >= 1).
+    pub fn new(scaler: &ScalerConfig, poll: Duration) -> QscalePolicy {
+        let caps = scaler.source.capabilities();
+        QscalePolicy {
+            policy: Policy::new(&scaler.policy, &caps),
+            state: PolicyState::new(),
+            caps,
+            poll: poll.as_secs().max(1),
+            base: Instant::now(),
+            last_poll: None,
+        }
+    }
+
+    /// What the scaler's source would report, measured from the model.
+    fn sample(&mut self, t: u64, o: &Observation, arrived: u64) -> Sample {
+        let mut s = Sample::empty(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(t));
+        s.visible = Some(o.visible);
+        s.in_flight = self.caps.in_flight.then_some(o.in_flight);
+        s.delayed = self.caps.delayed.then_some(0);
+        s.oldest_age = self
+            .caps
+            .oldest_age
+            .then(|| Duration::from_secs_f64(o.oldest_age));
+        if self.caps.arrival_rate
+            && let Some((t0, a0)) = self.last_poll
+            && t > t0
+        {
+            s.arrival_rate = Some((arrived - a0) as f64 / (t - t0) as f64);
+        }
+        self.last_poll = Some((t, arrived));
+        s
+    }
+}
+
+impl Autoscaler for QscalePolicy {
+    fn tick(&mut self, t: u64, model: &Model) -> Option<u32> {
+        if !t.is_multiple_of(self.poll) {
+            return None;
+        }
+        let o = model.observe();
+        let sample = self.sample(t, &o, model.arrived_total());
+        let now = self.base + Duration::from_secs(t);
+        let current = Replicas::new(o.desired, Some(o.ready));
+        let d = decide(&self.policy, &mut self.state, Some(&sample), current, now);
+        if d.replicas != o.desired {
+            self.state.record_scale(o.desired, d.replicas, now);
+            Some(d.replicas)
+        } else {
+            None
+        }
+    }
+}
+
+impl Autoscaler for Hpa {
+    fn tick(&mut self, t: u64, model: &Model) -> Option<u32> {
+        Hpa::tick(self, t, &model.observe())
+    }
+}
+
+/// Replay the scenario with `scaler` setting the replicas; `name` labels
+/// the run.
+pub fn run(scenario: &Scenario, scaler: &mut dyn Autoscaler, name: &str) -> Run {
+    let mut model = Model::new(scenario.workers, scenario.initial_replicas);
+    let mut rec = Recorder::new(scenario.objective, scenario.seconds as usize);
+    for t in 0..scenario.seconds {
+        let arrivals = scenario.trace.at(t);
+        model.arrive(arrivals);
+        if let Some(n) = scaler.tick(t, &model)
+            && n != model.observe().desired
+        {
+            model.set_replicas(n);
+            rec.scale_action();
+        }
+        rec.second(arrivals, &model.observe());
+        model.step();
+    }
+    model.record_unfinished_waits();
+    rec.finish(name, model.waits())
+}
+
+/// Pick the scaler named `name`, or the only one.
+pub fn pick_scaler<'a>(
+    cfg: &'a Config,
+    name: Option<&str>,
+    path: &std::path::Path,
+) -> Result<&'a ScalerConfig, SimulateError> {
+    let names = || {
+        cfg.scalers
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match name {
+        Some(n) => cfg.scaler(n).ok_or_else(|| SimulateError::NoSuchScaler {
+            path: path.to_path_buf(),
+            name: n.to_string(),
+            names: names(),
+        }),
+        None if cfg.scalers.len() == 1 => Ok(&cfg.scalers[0]),
+        None => Err(SimulateError::WhichScaler {
+            path: path.to_path_buf(),
+            names: names(),
+        }),
+    }
+}
+
+/// The scenario for `scaler`, from the flags and the scaler's own settings.
+pub fn scenario_for(
+    scaler: &ScalerConfig,
+    trace: Trace,
+    duration: Option<Duration>,
+    args: &SimulateArgs,
+) -> Result<Scenario, SimulateError> {
+    let demo = match &scaler.target {
+        TargetConfig::Demo(d) => Some(d),
+        _ => None,
+    };
+    let spm = args
+        .seconds_per_message
+        .or(demo.map(|d| d.seconds_per_message))
+        .or(scaler
+            .policy
+            .throughput
+            .as_ref()
+            .and_then(|t| t.seconds_per_message))
+        .ok_or_else(|| SimulateError::NoServiceTime(scaler.name.clone()))?;
+    if !(spm.is_finite() && spm > 0.0) {
+        return Err(SimulateError::Flag {
+            flag: "--seconds-per-message",
+            message: "must be a number > 0",
+        });
+    }
+    let jitter = args.jitter.or(demo.map(|d| d.jitter)).unwrap_or(0.0);
+    if !(jitter.is_finite() && (0.0..=1.0).contains(&jitter)) {
+        return Err(SimulateError::Flag {
+            flag: "--jitter",
+            message: "must be >= 0 and <= 1",
+        });
+    }
+    let startup = args
+        .startup_delay
+        .or(demo.map(|d| d.startup_delay))
+        .unwrap_or(DEFAULT_STARTUP_DELAY);
+    let objective = args
+        .objective
+        .or(scaler.policy.max_message_age)
+        .unwrap_or(DEFAULT_OBJECTIVE);
+    let seconds = duration.map_or(trace.len_seconds(), |d| d.as_secs());
+    Ok(Scenario {
+        trace,
+        seconds,
+        workers: WorkerParams {
+            seconds_per_message: spm,
+            jitter,
+            startup_delay: startup.as_secs_f64(),
+            max_replicas: scaler.policy.max_replicas,
+            seed: args.seed,
+        },
+        initial_replicas: scaler.policy.min_replicas,
+        objective: objective.as_secs_f64(),
+    })
+}
+
+/// The baseline's settings for `scaler`.
+pub fn hpa_params_for(
+    scaler: &ScalerConfig,
+    messages_per_replica: Option<f64>,
+) -> Result<HpaParams, SimulateError> {
+    let target = messages_per_replica
+        .or(scaler.policy.messages_per_replica)
+        .ok_or(SimulateError::NoHpaTarget)?;
+    if !(target.is_finite() && target > 0.0) {
+        return Err(SimulateError::Flag {
+            flag: "--hpa-messages-per-replica",
+            message: "must be a number > 0",
+        });
+    }
+    Ok(HpaParams::keda_defaults(
+        target,
+        scaler.policy.min_replicas,
+        scaler.policy.max_replicas,
+    ))
+}
+
+/// Everything `qscale simulate` computed.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub scenario: Scenario,
+    pub scaler: String,
+    pub runs: Vec<Run>,
+    /// Wall time of the qscale run alone.
+    pub qscale_wall: Duration,
+}
+
+/// Load, pick, replay: the work of `qscale simulate` without the printing.
+pub fn simulate(args: &SimulateArgs) -> Result<Outcome, SimulateError> {
+    let (Some(path), Some(trace_arg)) = (&args.config, &args.trace) else {
+        return Err(SimulateError::Flag {
+            flag: "--config/--trace",
+            message: "both are required to simulate",
+        });
+    };
+    let cfg = Config::load(path)?;
+    let scaler = pick_scaler(&cfg, args.scaler.as_deref(), path)?;
+    let spec = TraceSpec::parse(trace_arg)?;
+    let duration = match (&spec, args.duration) {
+        (TraceSpec::Pattern(_), None) => Some(DEFAULT_PATTERN_DURATION),
+        (_, d) => d,
+    };
+    let trace = spec.load(duration)?;
+    let scenario = scenario_for(scaler, trace, duration, args)?;
+    let hpa_params = match args.compare {
+        Some(Baseline::Hpa) => Some(hpa_params_for(scaler, args.hpa_messages_per_replica)?),
+        None => None,
+    };
+    let started = Instant::now();
+    let mut q = QscalePolicy::new(scaler, scaler.poll_interval(&cfg.defaults));
+    let mut runs = vec![run(&scenario, &mut q, "qscale")];
+    let qscale_wall = started.elapsed();
+    if let Some(p) = hpa_params {
+        runs.push(run(&scenario, &mut Hpa::new(p), "hpa"));
+    }
+    Ok(Outcome {
+        scenario,
+        scaler: scaler.name.clone(),
+        runs,
+        qscale_wall,
+    })
+}
+
+/// The text summary: a header line and the table.
+pub fn text_summary(o: &Outcome) -> String {
+    let s = &o.scenario;
+    let objective = humantime::format_duration(Duration::from_secs_f64(s.objective.round()));
+    let mut out = format!(
+        "scaler {}, trace {}: {} simulated, {} messages; {} s/message, start-up {}, max {} replicas\n",
+        o.scaler,
+        s.trace.label,
+        humantime::format_duration(Duration::from_secs(s.seconds)),
+        (0..s.seconds).map(|t| s.trace.at(t)).sum::<u64>(),
+        s.workers.seconds_per_message,
+        humantime::format_duration(Duration::from_secs_f64(s.workers.startup_delay)),
+        s.workers.max_replicas,
+    );
+    let runs: Vec<&Run> = o.runs.iter().collect();
+    out.push_str(&report::table(&runs, &objective.to_string()));
+    out
+}
+
+/// The `--output json` document: `{"qscale": M}` or `{"qscale": M, "hpa": M}`,
+/// in that order, each `M` with the fields of [`report::Metrics`] in order.
+pub fn json_summary(o: &Outcome) -> String {
+    #[derive(serde::Serialize)]
+    struct Summary<'a> {
+        qscale: Option<&'a report::Metrics>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hpa: Option<&'a report::Metrics>,
+    }
+    let find = |name: &str| o.runs.iter().find(|r| r.name == name).map(|r| &r.metrics);
+    let doc = Summary {
+        qscale: find("qscale"),
+        hpa: find("hpa"),
+    };
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
+/// Run `qscale simulate` with `args`, printing to `out`.
+pub fn execute(args: &SimulateArgs, out: &mut dyn Write) -> Result<(), SimulateError> {
+    let write_err = |e: std::io::Error| SimulateError::Write {
+        path: PathBuf::from("<stdout>"),
+        reason: e.to_string(),
+    };
+    if let Some(pattern) = &args.generate_trace {
+        let p = trace::Pattern::parse(pattern)?;
+        trace::check_length(args.duration)?;
+        let secs = args.duration.unwrap_or(DEFAULT_PATTERN_DURATION).as_secs();
+        let t = Trace::from_pattern(&p, secs);
+        return out
+            .write_all(t.to_csv(args.resolution.as_secs()).as_bytes())
+            .map_err(write_err);
+    }
+    let o = simulate(args)?;
+    if let Some(path) = &args.chart {
+        let runs: Vec<&Run> = o.runs.iter().collect();
+        let title = format!(
+            "qscale simulate: {} on {}",
+            o.scaler, o.scenario.trace.label
+        );
+        let svg = chart::render_svg(&runs, &title, o.scenario.objective)?;
+        std::fs::write(path, svg).map_err(|e| SimulateError::Write {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    match args.output {
+        OutputFormat::Text => {
+            let mut text = text_summary(&o);
+            if let Some(path) = &args.chart {
+                text.push_str(&format!("chart written to {}\n", path.display()));
+            }
+            out.write_all(text.as_bytes()).map_err(write_err)
+        }
+        OutputFormat::Json => writeln!(out, "{}", json_summary(&o)).map_err(write_err),
+    }
+}
+
+/// The `qscale simulate` command: exit 0, 2 for a config to fix (every
+/// problem listed, as `qscale check`), 1 for anything else.
+pub fn main(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    match execute(&args, &mut std::io::stdout().lock()) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(SimulateError::Config(e)) => {
+            for l in e.lines() {
+                eprintln!("error: {l}");
+            }
+            Ok(ExitCode::from(crate::cli::EXIT_INVALID_CONFIG))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
