@@ -11,6 +11,13 @@
 //! per variant holding its config, its client and its table tests, so adding
 //! a source is a file, a variant and a test table.
 
+pub mod http_client;
+pub mod nats;
+pub mod postgres;
+pub mod prometheus;
+pub mod rabbitmq;
+pub mod redis;
+pub mod secret;
 pub mod sqs;
 
 use std::time::{Duration, SystemTime};
@@ -132,6 +139,17 @@ pub enum SourceConfig {
     /// Amazon SQS (depth from GetQueueAttributes; age and arrival rate from
     /// CloudWatch).
     Sqs(sqs::SqsSourceConfig),
+    /// A RabbitMQ queue (AMQP passive declare; the management API adds
+    /// in-flight, arrival rate and age).
+    Rabbitmq(rabbitmq::RabbitmqSourceConfig),
+    /// A Redis list (`LLEN`) or stream consumer group (`XINFO GROUPS`).
+    Redis(redis::RedisSourceConfig),
+    /// A NATS JetStream durable consumer.
+    Nats(nats::NatsSourceConfig),
+    /// A read-only SQL query over a database-backed job queue.
+    Postgres(postgres::PostgresSourceConfig),
+    /// Instant PromQL queries.
+    Prometheus(prometheus::PrometheusSourceConfig),
 }
 
 impl SourceConfig {
@@ -139,6 +157,11 @@ impl SourceConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             SourceConfig::Sqs(_) => "sqs",
+            SourceConfig::Rabbitmq(_) => "rabbitmq",
+            SourceConfig::Redis(_) => "redis",
+            SourceConfig::Nats(_) => "nats",
+            SourceConfig::Postgres(_) => "postgres",
+            SourceConfig::Prometheus(_) => "prometheus",
         }
     }
 
@@ -146,6 +169,11 @@ impl SourceConfig {
     pub fn capabilities(&self) -> Capabilities {
         match self {
             SourceConfig::Sqs(c) => c.capabilities(),
+            SourceConfig::Rabbitmq(c) => c.capabilities(),
+            SourceConfig::Redis(c) => c.capabilities(),
+            SourceConfig::Nats(c) => c.capabilities(),
+            SourceConfig::Postgres(c) => c.capabilities(),
+            SourceConfig::Prometheus(c) => c.capabilities(),
         }
     }
 
@@ -153,6 +181,11 @@ impl SourceConfig {
     pub fn validate(&self, path: &str, p: &mut Problems) {
         match self {
             SourceConfig::Sqs(c) => c.validate(path, p),
+            SourceConfig::Rabbitmq(c) => c.validate(path, p),
+            SourceConfig::Redis(c) => c.validate(path, p),
+            SourceConfig::Nats(c) => c.validate(path, p),
+            SourceConfig::Postgres(c) => c.validate(path, p),
+            SourceConfig::Prometheus(c) => c.validate(path, p),
         }
     }
 
@@ -160,6 +193,11 @@ impl SourceConfig {
     pub fn describe(&self) -> String {
         match self {
             SourceConfig::Sqs(c) => c.describe(),
+            SourceConfig::Rabbitmq(c) => c.describe(),
+            SourceConfig::Redis(c) => c.describe(),
+            SourceConfig::Nats(c) => c.describe(),
+            SourceConfig::Postgres(c) => c.describe(),
+            SourceConfig::Prometheus(c) => c.describe(),
         }
     }
 
@@ -168,13 +206,62 @@ impl SourceConfig {
     pub async fn build(
         &self,
         _shared: &crate::shared::Shared,
-        _timeout: Duration,
+        timeout: Duration,
     ) -> Result<std::sync::Arc<dyn QueueSource>, SourceError> {
+        use std::sync::Arc;
+        // Broker sources connect on their first poll, so a broker that is
+        // down at start-up is an ordinary failed sample, retried each poll.
         match self {
             SourceConfig::Sqs(_) => Err(SourceError::Config(
                 "the sqs source lands with the sqs branch".into(),
             )),
+            SourceConfig::Rabbitmq(c) => {
+                Ok(Arc::new(rabbitmq::RabbitmqSource::new(c.clone(), timeout)))
+            }
+            SourceConfig::Redis(c) => Ok(Arc::new(redis::RedisSource::new(c.clone(), timeout))),
+            SourceConfig::Nats(c) => Ok(Arc::new(nats::NatsSource::new(c.clone(), timeout))),
+            SourceConfig::Postgres(c) => {
+                Ok(Arc::new(postgres::PostgresSource::new(c.clone(), timeout)))
+            }
+            SourceConfig::Prometheus(c) => Ok(Arc::new(prometheus::PrometheusSource::new(
+                c.clone(),
+                timeout,
+            ))),
         }
+    }
+}
+
+/// A message count from a number a query returned (PostgreSQL, PromQL):
+/// finite and not negative, fractions rounded up (scaling on a little too
+/// much beats scaling on too little). `what` names the value in errors.
+pub fn count_from_f64(v: f64, what: &str) -> Result<u64, SourceError> {
+    if !v.is_finite() {
+        return Err(SourceError::InvalidResponse(format!(
+            "{what} is {v}, not a finite number"
+        )));
+    }
+    if v < 0.0 {
+        return Err(SourceError::InvalidResponse(format!(
+            "{what} is negative ({v})"
+        )));
+    }
+    let c = v.ceil();
+    if c >= u64::MAX as f64 {
+        return Err(SourceError::InvalidResponse(format!(
+            "{what} is too large ({v})"
+        )));
+    }
+    Ok(c as u64)
+}
+
+/// A non-negative, finite number of seconds or a rate; `what` names it.
+pub fn non_negative(v: f64, what: &str) -> Result<f64, SourceError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(SourceError::InvalidResponse(format!(
+            "{what} is {v}; expected a finite number >= 0"
+        )))
     }
 }
 
@@ -200,5 +287,38 @@ mod opt_seconds {
             Some(d) => s.serialize_some(&d.as_secs_f64()),
             None => s.serialize_none(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_from_f64_table() {
+        let cases: [(f64, Result<u64, &str>); 8] = [
+            (0.0, Ok(0)),
+            (7.0, Ok(7)),
+            (2.2, Ok(3)),
+            (-0.0, Ok(0)),
+            (-1.0, Err("negative")),
+            (f64::NAN, Err("not a finite number")),
+            (f64::INFINITY, Err("not a finite number")),
+            (1e30, Err("too large")),
+        ];
+        for (v, want) in cases {
+            match (count_from_f64(v, "visible"), want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, w, "{v}"),
+                (Err(e), Err(w)) => {
+                    assert_eq!(e.metric_label(), "invalid_response");
+                    assert!(e.to_string().contains(w), "{v}: {e}");
+                    assert!(e.to_string().contains("visible"), "{e}");
+                }
+                (g, w) => panic!("{v}: got {g:?}, want {w:?}"),
+            }
+        }
+        assert!(non_negative(1.5, "rate").is_ok());
+        assert!(non_negative(-1.0, "rate").is_err());
+        assert!(non_negative(f64::NAN, "rate").is_err());
     }
 }
