@@ -364,6 +364,16 @@ pub fn map_redis_error(e: &redis::RedisError, what: &str, timeout: Duration) -> 
     }
 }
 
+/// The connection name qscale sets for `key` (CLIENT SETNAME allows no
+/// spaces).
+pub fn client_name(key: &str) -> String {
+    let safe: String = key
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+        .collect();
+    format!("qscale:{safe}")
+}
+
 /// The live Redis source.
 pub struct RedisSource {
     cfg: RedisSourceConfig,
@@ -411,10 +421,18 @@ impl RedisSource {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout));
-        client
+        let mut conn = client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(|e| map_redis_error(&e, &format!("connecting to {shown}"), self.timeout))
+            .map_err(|e| map_redis_error(&e, &format!("connecting to {shown}"), self.timeout))?;
+        // A name makes qscale's connection findable in CLIENT LIST. Some
+        // managed services forbid CLIENT; that must not stop sampling.
+        let _: Result<Value, _> = redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(client_name(&self.cfg.key))
+            .query_async(&mut conn)
+            .await;
+        Ok(conn)
     }
 
     async fn query(
