@@ -491,10 +491,19 @@ impl QueueSource for PostgresSource {
             .await
             .map_err(|_| SourceError::Timeout(self.timeout))
             .and_then(|r| r);
-        // Keep a connection that is still open: a bad query or a timeout
-        // on the server side leaves it usable (the transaction was rolled
-        // back when it was dropped).
-        if !client.is_closed() && !matches!(result, Err(SourceError::Timeout(_))) {
+        // Keep the connection after an answer about the query itself (bad
+        // result, missing table, refused write): it is still usable, and the
+        // transaction was rolled back when it was dropped. After anything
+        // that may have broken it (the server closed it, it hung), the
+        // client does not always know yet that it is closed, so start over.
+        let usable = match &result {
+            Ok(_) => true,
+            Err(e) => matches!(
+                e.metric_label(),
+                "invalid_response" | "not_found" | "config" | "access_denied"
+            ),
+        };
+        if usable && !client.is_closed() {
             *slot = Some(client);
         }
         result
