@@ -174,13 +174,15 @@ impl PrivateServer {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("start {bin} (set QSCALE_TEST_NATS_SERVER): {e}"));
+        // Owned at once, so Drop stops it if the wait below panics.
+        let server = PrivateServer {
+            child,
+            port,
+            dir: Some(dir),
+        };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return PrivateServer {
-                    child,
-                    port,
-                    dir: Some(dir),
-                };
+                return server;
             }
             std::thread::sleep(Duration::from_millis(100));
         }

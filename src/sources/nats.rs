@@ -420,7 +420,8 @@ mod tests {
         let denied = br#"{"error":{"code":403,"description":"permissions violation"}}"#;
         let odd = br#"{"error":{"code":500,"description":"boom"}}"#;
         let partial = br#"{"num_pending":7,"num_ack_pending":-1}"#;
-        let cases: Vec<(&[u8], Result<(u64, u64), (&str, &str)>)> = vec![
+        type Want = Result<(u64, u64), (&'static str, &'static str)>;
+        let cases: Vec<(&[u8], Want)> = vec![
             (ok, Ok((7, 3))),
             (no_consumer, Err(("not_found", "consumer not found"))),
             (no_stream, Err(("not_found", "stream not found"))),

@@ -674,7 +674,8 @@ mod tests {
             (Value::SimpleString("pending".into()), Value::Int(4)),
             (Value::SimpleString("lag".into()), Value::Int(6)),
         ])]);
-        let cases: Vec<(Value, Result<Vec<(String, Option<u64>, Option<u64>)>, &str>)> = vec![
+        type Groups = Vec<(String, Option<u64>, Option<u64>)>;
+        let cases: Vec<(Value, Result<Groups, &str>)> = vec![
             (Value::Array(vec![]), Ok(vec![])),
             (
                 Value::Array(vec![group_resp2("w", 3, Value::Int(7))]),
