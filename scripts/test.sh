@@ -2,7 +2,8 @@
 # test.sh: the project's whole test suite, exactly as CI runs it.
 #
 # Starts the real peers the integration tests talk to (moto for SQS,
-# CloudWatch and ECS; a real kube-apiserver + etcd; see scripts/peers.sh),
+# CloudWatch and ECS; a real kube-apiserver + etcd; see scripts/peers.sh;
+# RabbitMQ, Redis, NATS and PostgreSQL; see scripts/brokers.sh),
 # then checks formatting and lints, then runs every test.
 # Usage: bash scripts/test.sh [extra cargo test args]
 set -euo pipefail
@@ -11,6 +12,9 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/peers.sh
 source scripts/peers.sh
 start_peers
+# shellcheck source=scripts/brokers.sh
+source scripts/brokers.sh
+ensure_brokers
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -18,6 +18,13 @@
 pub mod aws_error;
 pub mod cloudwatch;
 pub mod demo;
+pub mod http_client;
+pub mod nats;
+pub mod postgres;
+pub mod prometheus;
+pub mod rabbitmq;
+pub mod redis;
+pub mod secret;
 pub mod sqs;
 
 use std::sync::Arc;
@@ -144,6 +151,17 @@ pub enum SourceConfig {
     /// A simulated queue in real time, filled by an arrival pattern and
     /// drained by a `demo` target with the same `queue` (no cloud needed).
     Demo(demo::DemoSourceConfig),
+    /// A RabbitMQ queue (AMQP passive declare; the management API adds
+    /// in-flight, arrival rate and age).
+    Rabbitmq(rabbitmq::RabbitmqSourceConfig),
+    /// A Redis list (`LLEN`) or stream consumer group (`XINFO GROUPS`).
+    Redis(redis::RedisSourceConfig),
+    /// A NATS JetStream durable consumer.
+    Nats(nats::NatsSourceConfig),
+    /// A read-only SQL query over a database-backed job queue.
+    Postgres(postgres::PostgresSourceConfig),
+    /// Instant PromQL queries.
+    Prometheus(prometheus::PrometheusSourceConfig),
 }
 
 impl SourceConfig {
@@ -152,6 +170,11 @@ impl SourceConfig {
         match self {
             SourceConfig::Sqs(_) => "sqs",
             SourceConfig::Demo(_) => "demo",
+            SourceConfig::Rabbitmq(_) => "rabbitmq",
+            SourceConfig::Redis(_) => "redis",
+            SourceConfig::Nats(_) => "nats",
+            SourceConfig::Postgres(_) => "postgres",
+            SourceConfig::Prometheus(_) => "prometheus",
         }
     }
 
@@ -160,6 +183,11 @@ impl SourceConfig {
         match self {
             SourceConfig::Sqs(c) => c.capabilities(),
             SourceConfig::Demo(c) => c.capabilities(),
+            SourceConfig::Rabbitmq(c) => c.capabilities(),
+            SourceConfig::Redis(c) => c.capabilities(),
+            SourceConfig::Nats(c) => c.capabilities(),
+            SourceConfig::Postgres(c) => c.capabilities(),
+            SourceConfig::Prometheus(c) => c.capabilities(),
         }
     }
 
@@ -168,6 +196,11 @@ impl SourceConfig {
         match self {
             SourceConfig::Sqs(c) => c.validate(path, p),
             SourceConfig::Demo(c) => c.validate(path, p),
+            SourceConfig::Rabbitmq(c) => c.validate(path, p),
+            SourceConfig::Redis(c) => c.validate(path, p),
+            SourceConfig::Nats(c) => c.validate(path, p),
+            SourceConfig::Postgres(c) => c.validate(path, p),
+            SourceConfig::Prometheus(c) => c.validate(path, p),
         }
     }
 
@@ -184,6 +217,20 @@ impl SourceConfig {
         match self {
             SourceConfig::Sqs(c) => Ok(Arc::new(sqs::SqsSource::build(c, shared, timeout).await?)),
             SourceConfig::Demo(c) => Ok(Arc::new(c.build(&shared.demo)?)),
+            // Broker sources connect on their first poll, so a broker that is
+            // down at start-up is an ordinary failed sample, retried each poll.
+            SourceConfig::Rabbitmq(c) => {
+                Ok(Arc::new(rabbitmq::RabbitmqSource::new(c.clone(), timeout)))
+            }
+            SourceConfig::Redis(c) => Ok(Arc::new(redis::RedisSource::new(c.clone(), timeout))),
+            SourceConfig::Nats(c) => Ok(Arc::new(nats::NatsSource::new(c.clone(), timeout))),
+            SourceConfig::Postgres(c) => {
+                Ok(Arc::new(postgres::PostgresSource::new(c.clone(), timeout)))
+            }
+            SourceConfig::Prometheus(c) => Ok(Arc::new(prometheus::PrometheusSource::new(
+                c.clone(),
+                timeout,
+            ))),
         }
     }
 
@@ -192,7 +239,46 @@ impl SourceConfig {
         match self {
             SourceConfig::Sqs(c) => c.describe(),
             SourceConfig::Demo(c) => c.describe(),
+            SourceConfig::Rabbitmq(c) => c.describe(),
+            SourceConfig::Redis(c) => c.describe(),
+            SourceConfig::Nats(c) => c.describe(),
+            SourceConfig::Postgres(c) => c.describe(),
+            SourceConfig::Prometheus(c) => c.describe(),
         }
+    }
+}
+
+/// A message count from a number a query returned (PostgreSQL, PromQL):
+/// finite and not negative, fractions rounded up (scaling on a little too
+/// much beats scaling on too little). `what` names the value in errors.
+pub fn count_from_f64(v: f64, what: &str) -> Result<u64, SourceError> {
+    if !v.is_finite() {
+        return Err(SourceError::InvalidResponse(format!(
+            "{what} is {v}, not a finite number"
+        )));
+    }
+    if v < 0.0 {
+        return Err(SourceError::InvalidResponse(format!(
+            "{what} is negative ({v})"
+        )));
+    }
+    let c = v.ceil();
+    if c >= u64::MAX as f64 {
+        return Err(SourceError::InvalidResponse(format!(
+            "{what} is too large ({v})"
+        )));
+    }
+    Ok(c as u64)
+}
+
+/// A non-negative, finite number of seconds or a rate; `what` names it.
+pub fn non_negative(v: f64, what: &str) -> Result<f64, SourceError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(SourceError::InvalidResponse(format!(
+            "{what} is {v}; expected a finite number >= 0"
+        )))
     }
 }
 
@@ -218,5 +304,37 @@ mod opt_seconds {
             Some(d) => s.serialize_some(&d.as_secs_f64()),
             None => s.serialize_none(),
         }
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_from_f64_table() {
+        let cases: [(f64, Result<u64, &str>); 8] = [
+            (0.0, Ok(0)),
+            (7.0, Ok(7)),
+            (2.2, Ok(3)),
+            (-0.0, Ok(0)),
+            (-1.0, Err("negative")),
+            (f64::NAN, Err("not a finite number")),
+            (f64::INFINITY, Err("not a finite number")),
+            (1e30, Err("too large")),
+        ];
+        for (v, want) in cases {
+            match (count_from_f64(v, "visible"), want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, w, "{v}"),
+                (Err(e), Err(w)) => {
+                    assert_eq!(e.metric_label(), "invalid_response");
+                    assert!(e.to_string().contains(w), "{v}: {e}");
+                    assert!(e.to_string().contains("visible"), "{e}");
+                }
+                (g, w) => panic!("{v}: got {g:?}, want {w:?}"),
+            }
+        }
+        assert!(non_negative(1.5, "rate").is_ok());
+        assert!(non_negative(-1.0, "rate").is_err());
+        assert!(non_negative(f64::NAN, "rate").is_err());
     }
 }

@@ -1,0 +1,796 @@
+//! RabbitMQ source: AMQP for live depth, the management API for the rest.
+//!
+//! A passive `queue.declare` over AMQP answers at once with the number of
+//! *ready* messages and the consumer count; it never creates or changes the
+//! queue. AMQP has no way to ask for *unacknowledged* messages (the gap KEDA
+//! users hit: a backlog-only scaler shrinks while workers still hold
+//! messages), so when `management_url` is set the management HTTP API adds
+//! unacknowledged messages (in-flight), the publish rate (arrival rate) and
+//! `head_message_timestamp` (age of the oldest ready message, when producers
+//! set the AMQP `timestamp` property). Without it the sample carries a note
+//! saying in-flight is unknown, and the capabilities say so, which turns
+//! off the policy features that need it at validation time.
+//!
+//! The AMQP connection and its channel are kept across polls. A poll that
+//! finds them closed (the broker restarted, an operator closed the
+//! connection, a 404 closed the channel) opens new ones; a poll that fails
+//! drops them, so the next poll reconnects. Credentials come from an
+//! environment variable or a file, and every URL shown in an error or in
+//! `Debug` output is redacted.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use lapin::uri::{AMQPScheme, AMQPUri};
+use lapin::{Channel, Connection, ConnectionProperties, ErrorKind};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::config::{Problems, http_url};
+use crate::sources::http_client::{self, HttpClient};
+use crate::sources::secret::{self, Secret, redact_url, url_password};
+use crate::sources::{Capabilities, QueueSource, Sample, SourceError};
+
+/// The note a sample carries when only AMQP is configured.
+pub const AMQP_ONLY_NOTE: &str = "AMQP alone cannot see unacknowledged messages, so in-flight is \
+     unknown (a known KEDA gap); set management_url to measure in-flight, arrival rate and age";
+
+/// `source.kind = "rabbitmq"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitmqSourceConfig {
+    /// AMQP URI of the broker, without a password:
+    /// `amqp://qscale@rabbitmq.default.svc:5672/%2f`, or `amqps://...:5671`
+    /// for TLS (verified against the system's CA certificates). The path is
+    /// the URL-encoded vhost (`%2f` is `/`). Without a user, `guest` is used.
+    pub url: String,
+
+    /// Name of the queue to watch. It is never created or changed.
+    pub queue: String,
+
+    /// Virtual host, e.g. `/` or `orders`; overrides the vhost in `url`.
+    #[serde(default)]
+    pub vhost: Option<String>,
+
+    /// User name; overrides the user in `url`.
+    #[serde(default)]
+    pub username: Option<String>,
+
+    /// Environment variable holding the password, e.g. `RABBITMQ_PASSWORD`.
+    #[serde(default)]
+    pub password_env: Option<String>,
+
+    /// File holding the password (a mounted Secret), e.g.
+    /// `/var/run/secrets/rabbitmq/password`. A final newline is ignored.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+
+    /// Base URL of the management HTTP API, e.g. `http://rabbitmq:15672`.
+    /// Adds unacknowledged messages (in-flight), the publish rate and the
+    /// age of the oldest message; uses the same user and password. Its
+    /// statistics refresh about every 5 seconds.
+    #[serde(default)]
+    pub management_url: Option<String>,
+
+    /// Count unacknowledged (in-flight) messages as backlog. Needs
+    /// `management_url`.
+    #[serde(default = "default_true")]
+    pub count_in_flight: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl RabbitmqSourceConfig {
+    pub fn capabilities(&self) -> Capabilities {
+        let mgmt = self.management_url.is_some();
+        Capabilities {
+            oldest_age: mgmt,
+            arrival_rate: mgmt,
+            in_flight: mgmt,
+            delayed: false,
+            count_in_flight: self.count_in_flight && mgmt,
+            count_delayed: false,
+        }
+    }
+
+    pub fn validate(&self, path: &str, p: &mut Problems) {
+        if !(self.url.starts_with("amqp://") || self.url.starts_with("amqps://")) {
+            p.push(
+                format!("{path}.url"),
+                format!(
+                    "{:?} is not an amqp:// or amqps:// URL",
+                    redact_url(&self.url)
+                ),
+            );
+        } else if url_password(&self.url).is_some() {
+            p.push(
+                format!("{path}.url"),
+                "must not contain a password; use password_env or password_file",
+            );
+        } else if let Err(e) = AMQPUri::from_str(&self.url) {
+            p.push(format!("{path}.url"), format!("cannot be parsed: {e}"));
+        }
+        if self.queue.is_empty() {
+            p.push(format!("{path}.queue"), "must not be empty");
+        } else if self.queue.len() > 255 {
+            p.push(format!("{path}.queue"), "must be at most 255 bytes");
+        }
+        if let Some(v) = &self.vhost
+            && v.is_empty()
+        {
+            p.push(
+                format!("{path}.vhost"),
+                "must not be empty (the default is \"/\")",
+            );
+        }
+        if let Some(u) = &self.username
+            && u.is_empty()
+        {
+            p.push(format!("{path}.username"), "must not be empty");
+        }
+        secret::validate_pair(
+            p,
+            path,
+            "password",
+            self.password_env.as_deref(),
+            self.password_file.as_ref(),
+        );
+        if let Some(m) = &self.management_url {
+            http_url(p, &format!("{path}.management_url"), &redact_url(m));
+            if url_password(m).is_some() {
+                p.push(
+                    format!("{path}.management_url"),
+                    "must not contain a password; use password_env or password_file",
+                );
+            }
+        }
+    }
+
+    /// The vhost in force: `vhost`, else the URL's, else `/`.
+    pub fn effective_vhost(&self) -> String {
+        if let Some(v) = &self.vhost {
+            return v.clone();
+        }
+        AMQPUri::from_str(&self.url)
+            .map(|u| u.vhost)
+            .unwrap_or_else(|_| "/".to_string())
+    }
+
+    pub fn describe(&self) -> String {
+        let host = AMQPUri::from_str(&self.url)
+            .map(|u| format!("{}:{}", u.authority.host, u.authority.port))
+            .unwrap_or_else(|_| redact_url(&self.url));
+        format!(
+            "rabbitmq queue {} on {host} (vhost {}){}",
+            self.queue,
+            self.effective_vhost(),
+            if self.management_url.is_some() {
+                " with management API"
+            } else {
+                ", AMQP only: in-flight unknown"
+            }
+        )
+    }
+}
+
+/// What a passive `queue.declare` tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AmqpCounts {
+    pub ready: u32,
+    pub consumers: u32,
+}
+
+/// The fields of `GET /api/queues/{vhost}/{name}` that qscale uses. Each
+/// is optional: a new queue has no `message_stats` until its first
+/// publish, and the counters appear only after the first stats emission.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ManagementQueue {
+    pub ready: Option<u64>,
+    pub unacknowledged: Option<u64>,
+    pub consumers: Option<u32>,
+    pub publish_rate: Option<f64>,
+    /// Unix seconds of the oldest ready message's `timestamp` property.
+    pub head_message_timestamp: Option<f64>,
+}
+
+/// Parse the management API's queue object. Numbers of the wrong type or
+/// sign are treated as absent, never as zero.
+pub fn parse_management_queue(body: &[u8]) -> Result<ManagementQueue, SourceError> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        SourceError::InvalidResponse(format!("management API: not a JSON object: {e}"))
+    })?;
+    if !v.is_object() {
+        return Err(SourceError::InvalidResponse(
+            "management API: expected a JSON object for the queue".into(),
+        ));
+    }
+    let u64_at = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
+    let rate = v
+        .pointer("/message_stats/publish_details/rate")
+        .and_then(serde_json::Value::as_f64)
+        .filter(|r| r.is_finite() && *r >= 0.0);
+    let head = v
+        .get("head_message_timestamp")
+        .and_then(serde_json::Value::as_f64)
+        .filter(|t| t.is_finite() && *t > 0.0);
+    Ok(ManagementQueue {
+        ready: u64_at("messages_ready"),
+        unacknowledged: u64_at("messages_unacknowledged"),
+        consumers: u64_at("consumers").and_then(|c| u32::try_from(c).ok()),
+        publish_rate: rate,
+        head_message_timestamp: head,
+    })
+}
+
+/// Combine what AMQP and (optionally) the management API saw into one
+/// sample taken at `at`.
+pub fn build_sample(at: SystemTime, amqp: AmqpCounts, mgmt: Option<&ManagementQueue>) -> Sample {
+    let mut s = Sample::empty(at);
+    // AMQP's ready count is live; the management API's lags by up to its
+    // stats interval, so AMQP wins for what both can see.
+    s.visible = Some(u64::from(amqp.ready));
+    s.consumers = Some(amqp.consumers);
+    match mgmt {
+        None => s.notes.push(AMQP_ONLY_NOTE.to_string()),
+        Some(m) => {
+            s.in_flight = m.unacknowledged;
+            s.arrival_rate = m.publish_rate;
+            s.oldest_age = match m.head_message_timestamp {
+                Some(ts) => {
+                    let now = at
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64());
+                    // A producer's clock ahead of ours must not give a
+                    // negative age.
+                    Some(Duration::from_secs_f64((now - ts).max(0.0)))
+                }
+                None if amqp.ready == 0 => Some(Duration::ZERO),
+                None => {
+                    s.notes.push(
+                        "the oldest message has no timestamp property, so its age is unknown"
+                            .to_string(),
+                    );
+                    None
+                }
+            };
+            if m.unacknowledged.is_none() {
+                s.notes.push(
+                    "the management API has no statistics for this queue yet; in-flight unknown"
+                        .to_string(),
+                );
+            }
+        }
+    }
+    s
+}
+
+/// Map a lapin error to the bounded labels; `what` names the queue.
+pub fn map_amqp_error(e: &lapin::Error, what: &str) -> SourceError {
+    match e.kind() {
+        ErrorKind::ProtocolError(amqp) => {
+            let text = format!("{what}: {} {}", amqp.get_id(), amqp.get_message());
+            match amqp.get_id() {
+                403 => SourceError::AccessDenied(text),
+                // 530 NOT_ALLOWED: the vhost does not exist or the user may
+                // not use it; RabbitMQ does not say which.
+                530 => SourceError::AccessDenied(text),
+                404 => SourceError::NotFound(text),
+                320 => SourceError::Unavailable(format!("broker closed the connection: {text}")),
+                _ => SourceError::Unavailable(text),
+            }
+        }
+        ErrorKind::AuthProviderError(m) => SourceError::AccessDenied(format!("{what}: {m}")),
+        ErrorKind::ParsingError(_) | ErrorKind::SerialisationError(_) => {
+            SourceError::InvalidResponse(format!("{what}: {e}"))
+        }
+        ErrorKind::InvalidConnectionState(_)
+        | ErrorKind::InvalidChannelState(..)
+        | ErrorKind::InvalidChannel(_) => {
+            SourceError::Unavailable(format!("{what}: connection closed ({e}); reconnecting"))
+        }
+        _ => SourceError::Unavailable(format!("{what}: {e}")),
+    }
+}
+
+/// A live AMQP connection with the channel used for passive declares.
+struct Link {
+    conn: Connection,
+    channel: Channel,
+}
+
+impl Link {
+    fn usable(&self) -> bool {
+        self.conn.status().connected() && self.channel.status().connected()
+    }
+}
+
+/// The live RabbitMQ source.
+pub struct RabbitmqSource {
+    cfg: RabbitmqSourceConfig,
+    timeout: Duration,
+    link: Mutex<Option<Link>>,
+    http: HttpClient,
+}
+
+impl std::fmt::Debug for RabbitmqSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitmqSource")
+            .field("url", &redact_url(&self.cfg.url))
+            .field("queue", &self.cfg.queue)
+            .field("vhost", &self.cfg.effective_vhost())
+            .field(
+                "management_url",
+                &self.cfg.management_url.as_deref().map(redact_url),
+            )
+            .finish()
+    }
+}
+
+impl RabbitmqSource {
+    /// A source that connects on its first poll; calls give up after
+    /// `timeout`.
+    pub fn new(cfg: RabbitmqSourceConfig, timeout: Duration) -> RabbitmqSource {
+        RabbitmqSource {
+            cfg,
+            timeout,
+            link: Mutex::new(None),
+            http: HttpClient::new(),
+        }
+    }
+
+    fn what(&self) -> String {
+        format!(
+            "queue {:?} in vhost {:?}",
+            self.cfg.queue,
+            self.cfg.effective_vhost()
+        )
+    }
+
+    /// The URI with the configured user, vhost and (fresh) password.
+    fn uri(&self) -> Result<(AMQPUri, Option<Secret>), SourceError> {
+        let mut uri = AMQPUri::from_str(&self.cfg.url)
+            .map_err(|e| SourceError::Config(format!("url {}: {e}", redact_url(&self.cfg.url))))?;
+        if let Some(u) = &self.cfg.username {
+            uri.authority.userinfo.username = u.clone();
+        }
+        uri.vhost = self.cfg.effective_vhost();
+        let pw = secret::resolve_from_process(
+            self.cfg.password_env.as_deref(),
+            self.cfg.password_file.as_ref(),
+        )?;
+        if let Some(pw) = &pw {
+            uri.authority.userinfo.password = pw.expose().to_string();
+        }
+        Ok((uri, pw))
+    }
+
+    async fn connect(&self) -> Result<Link, SourceError> {
+        let (uri, _) = self.uri()?;
+        let shown = format!(
+            "{}://{}@{}:{}",
+            match uri.scheme {
+                AMQPScheme::AMQPS => "amqps",
+                AMQPScheme::AMQP => "amqp",
+            },
+            uri.authority.userinfo.username,
+            uri.authority.host,
+            uri.authority.port
+        );
+        let props = ConnectionProperties::default()
+            .with_connection_name(format!("qscale {}", self.cfg.queue).into());
+        let conn = Connection::connect_uri(uri, props)
+            .await
+            .map_err(|e| map_amqp_error(&e, &format!("connecting to {shown}")))?;
+        match conn.create_channel().await {
+            Ok(channel) => Ok(Link { conn, channel }),
+            Err(e) => {
+                close_quietly(conn);
+                Err(map_amqp_error(&e, &format!("opening a channel on {shown}")))
+            }
+        }
+    }
+
+    async fn amqp_counts(&self) -> Result<AmqpCounts, SourceError> {
+        let mut slot = self.link.lock().await;
+        // Taken out while in use: if this poll is cancelled by the loop's
+        // timeout, the half-used link is dropped and the next poll starts
+        // clean.
+        let link = match slot.take() {
+            Some(l) if l.usable() => l,
+            Some(stale) => {
+                close_quietly(stale.conn);
+                self.connect().await?
+            }
+            None => self.connect().await?,
+        };
+        let declared = link
+            .channel
+            .queue_declare(
+                self.cfg.queue.as_str().into(),
+                lapin::options::QueueDeclareOptions::default().passive(),
+                lapin::types::FieldTable::default(),
+            )
+            .await;
+        match declared {
+            Ok(q) => {
+                *slot = Some(link);
+                Ok(AmqpCounts {
+                    ready: q.message_count(),
+                    consumers: q.consumer_count(),
+                })
+            }
+            Err(e) => {
+                // A 404 closes only the channel, but a fresh link is simpler
+                // than telling the cases apart, and errors are rare.
+                close_quietly(link.conn);
+                Err(map_amqp_error(&e, &self.what()))
+            }
+        }
+    }
+
+    async fn management(&self, base: &str) -> Result<ManagementQueue, SourceError> {
+        let (uri, _) = self.uri()?;
+        let enc = |s: &str| {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        let url = format!(
+            "{}/api/queues/{}/{}",
+            base.trim_end_matches('/'),
+            enc(&uri.vhost),
+            enc(&self.cfg.queue)
+        );
+        let auth = http_client::basic_auth(
+            &uri.authority.userinfo.username,
+            &uri.authority.userinfo.password,
+        )?;
+        let resp = self
+            .http
+            .get(&url, &[(hyper::header::AUTHORIZATION, auth)], self.timeout)
+            .await?;
+        if resp.status != 200 {
+            return Err(http_client::status_error(
+                &resp,
+                &format!("management API, {}", self.what()),
+            ));
+        }
+        parse_management_queue(&resp.body)
+    }
+}
+
+/// Close a connection in the background, bounded, ignoring errors: it is
+/// being abandoned either way.
+fn close_quietly(conn: Connection) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            conn.close(200, "qscale reconnecting".into()),
+        )
+        .await;
+    });
+}
+
+#[async_trait]
+impl QueueSource for RabbitmqSource {
+    fn kind(&self) -> &'static str {
+        "rabbitmq"
+    }
+
+    async fn sample(&self) -> Result<Sample, SourceError> {
+        let at = SystemTime::now();
+        let amqp = tokio::time::timeout(self.timeout, self.amqp_counts())
+            .await
+            .map_err(|_| SourceError::Timeout(self.timeout))??;
+        let mgmt = match &self.cfg.management_url {
+            Some(base) => Some(self.management(base).await?),
+            None => None,
+        };
+        Ok(build_sample(at, amqp, mgmt.as_ref()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> RabbitmqSourceConfig {
+        RabbitmqSourceConfig {
+            url: "amqp://guest@127.0.0.1:5672/%2f".into(),
+            queue: "jobs".into(),
+            vhost: None,
+            username: None,
+            password_env: Some("RABBITMQ_PASSWORD".into()),
+            password_file: None,
+            management_url: Some("http://127.0.0.1:15672".into()),
+            count_in_flight: true,
+        }
+    }
+
+    #[test]
+    fn validation_table() {
+        let cases: Vec<(RabbitmqSourceConfig, Option<&str>)> = vec![
+            (cfg(), None),
+            (
+                RabbitmqSourceConfig {
+                    url: "amqps://u@broker:5671/orders".into(),
+                    management_url: None,
+                    ..cfg()
+                },
+                None,
+            ),
+            (
+                RabbitmqSourceConfig {
+                    url: "http://broker".into(),
+                    ..cfg()
+                },
+                Some("s.url: \"http://broker\" is not an amqp:// or amqps:// URL"),
+            ),
+            (
+                RabbitmqSourceConfig {
+                    url: "amqp://guest:hunter2@broker".into(),
+                    ..cfg()
+                },
+                Some("s.url: must not contain a password"),
+            ),
+            (
+                RabbitmqSourceConfig {
+                    queue: String::new(),
+                    ..cfg()
+                },
+                Some("s.queue: must not be empty"),
+            ),
+            (
+                RabbitmqSourceConfig {
+                    queue: "q".repeat(256),
+                    ..cfg()
+                },
+                Some("s.queue: must be at most 255 bytes"),
+            ),
+            (
+                RabbitmqSourceConfig {
+                    vhost: Some(String::new()),
+                    ..cfg()
+                },
+                Some("s.vhost: must not be empty"),
+            ),
+            (
+                RabbitmqSourceConfig {
+                    password_file: Some("/pw".into()),
+                    ..cfg()
+                },
+                Some("s.password_file: give password_env or password_file, not both"),
+            ),
+            (
+                RabbitmqSourceConfig {
+                    management_url: Some("rabbit:15672".into()),
+                    ..cfg()
+                },
+                Some("s.management_url: \"rabbit:15672\" is not an http"),
+            ),
+            (
+                RabbitmqSourceConfig {
+                    management_url: Some("http://u:secret@rabbit:15672".into()),
+                    ..cfg()
+                },
+                Some("s.management_url: must not contain a password"),
+            ),
+        ];
+        for (c, want) in cases {
+            let mut p = Problems::default();
+            c.validate("s", &mut p);
+            assert!(!p.to_string().contains("hunter2"), "{p}");
+            assert!(!p.to_string().contains("secret"), "{p}");
+            match want {
+                None => assert!(p.is_empty(), "{c:?} gave {p}"),
+                Some(w) => assert!(p.to_string().contains(w), "want {w:?}, got {p}"),
+            }
+        }
+    }
+
+    #[test]
+    fn capabilities_follow_the_management_url() {
+        let with = cfg().capabilities();
+        assert!(with.in_flight && with.oldest_age && with.arrival_rate && with.count_in_flight);
+        let without = RabbitmqSourceConfig {
+            management_url: None,
+            ..cfg()
+        }
+        .capabilities();
+        assert!(!without.in_flight && !without.oldest_age && !without.arrival_rate);
+        assert!(!without.count_in_flight);
+    }
+
+    #[test]
+    fn the_vhost_comes_from_the_field_then_the_url_then_slash() {
+        assert_eq!(cfg().effective_vhost(), "/");
+        let from_url = RabbitmqSourceConfig {
+            url: "amqp://h/orders".into(),
+            ..cfg()
+        };
+        assert_eq!(from_url.effective_vhost(), "orders");
+        let field = RabbitmqSourceConfig {
+            vhost: Some("billing".into()),
+            ..from_url
+        };
+        assert_eq!(field.effective_vhost(), "billing");
+        assert_eq!(
+            field.describe(),
+            "rabbitmq queue jobs on h:5672 (vhost billing) with management API"
+        );
+    }
+
+    #[test]
+    fn management_queue_parsing_table() {
+        let full = br#"{"name":"jobs","vhost":"/","consumers":2,"messages":10,
+            "messages_ready":7,"messages_unacknowledged":3,
+            "message_stats":{"publish":10,"publish_details":{"rate":2.5}},
+            "head_message_timestamp":1700000000}"#;
+        let fresh = br#"{"name":"jobs","vhost":"/","consumers":0}"#;
+        let odd = br#"{"messages_ready":-1,"messages_unacknowledged":"3",
+            "message_stats":{"publish_details":{"rate":-4}},"head_message_timestamp":null}"#;
+        let cases: Vec<(&[u8], Result<ManagementQueue, &str>)> = vec![
+            (
+                full,
+                Ok(ManagementQueue {
+                    ready: Some(7),
+                    unacknowledged: Some(3),
+                    consumers: Some(2),
+                    publish_rate: Some(2.5),
+                    head_message_timestamp: Some(1_700_000_000.0),
+                }),
+            ),
+            (
+                fresh,
+                Ok(ManagementQueue {
+                    consumers: Some(0),
+                    ..Default::default()
+                }),
+            ),
+            (odd, Ok(ManagementQueue::default())),
+            (b"[1,2]", Err("expected a JSON object")),
+            (b"<html>login</html>", Err("not a JSON object")),
+            (b"", Err("not a JSON object")),
+        ];
+        for (body, want) in cases {
+            let got = parse_management_queue(body);
+            match (got, want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, w),
+                (Err(e), Err(w)) => {
+                    assert_eq!(e.metric_label(), "invalid_response");
+                    assert!(e.to_string().contains(w), "{e}");
+                }
+                (g, w) => panic!("{}: got {g:?}, want {w:?}", String::from_utf8_lossy(body)),
+            }
+        }
+    }
+
+    #[test]
+    fn amqp_only_samples_say_in_flight_is_unknown() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let s = build_sample(
+            at,
+            AmqpCounts {
+                ready: 7,
+                consumers: 1,
+            },
+            None,
+        );
+        assert_eq!(s.visible, Some(7));
+        assert_eq!(s.consumers, Some(1));
+        assert_eq!(s.in_flight, None);
+        assert_eq!(s.oldest_age, None);
+        assert_eq!(s.notes, vec![AMQP_ONLY_NOTE.to_string()]);
+    }
+
+    #[test]
+    fn sample_arithmetic_table() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        let m = |unacked: Option<u64>, head: Option<f64>| ManagementQueue {
+            ready: Some(99),
+            unacknowledged: unacked,
+            consumers: Some(5),
+            publish_rate: Some(1.5),
+            head_message_timestamp: head,
+        };
+        // (ready, mgmt, in_flight, oldest age seconds, has a note)
+        let cases = [
+            (
+                7,
+                m(Some(3), Some(1_700_000_000.0)),
+                Some(3),
+                Some(100.0),
+                false,
+            ),
+            (
+                7,
+                m(Some(3), Some(1_700_000_200.0)),
+                Some(3),
+                Some(0.0),
+                false,
+            ),
+            (0, m(Some(3), None), Some(3), Some(0.0), false),
+            (7, m(Some(3), None), Some(3), None, true),
+            (7, m(None, Some(1_700_000_000.0)), None, Some(100.0), true),
+        ];
+        for (ready, mgmt, in_flight, age, note) in cases {
+            let s = build_sample(
+                at,
+                AmqpCounts {
+                    ready,
+                    consumers: 2,
+                },
+                Some(&mgmt),
+            );
+            assert_eq!(s.visible, Some(u64::from(ready)), "AMQP's live count wins");
+            assert_eq!(s.consumers, Some(2));
+            assert_eq!(s.in_flight, in_flight);
+            assert_eq!(s.arrival_rate, Some(1.5));
+            assert_eq!(s.oldest_age.map(|d| d.as_secs_f64()), age);
+            assert_eq!(!s.notes.is_empty(), note, "{:?}", s.notes);
+        }
+    }
+
+    #[test]
+    fn amqp_error_mapping_table() {
+        use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPHardError, AMQPSoftError};
+        let proto = |kind: AMQPErrorKind| -> lapin::Error {
+            ErrorKind::ProtocolError(AMQPError::new(kind, "text".into())).into()
+        };
+        let cases: Vec<(lapin::Error, &str)> = vec![
+            (
+                proto(AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)),
+                "not_found",
+            ),
+            (
+                proto(AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)),
+                "access_denied",
+            ),
+            (
+                proto(AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED)),
+                "access_denied",
+            ),
+            (
+                proto(AMQPErrorKind::Hard(AMQPHardError::CONNECTIONFORCED)),
+                "unavailable",
+            ),
+            (
+                ErrorKind::IOError(std::sync::Arc::new(std::io::Error::from(
+                    std::io::ErrorKind::ConnectionRefused,
+                )))
+                .into(),
+                "unavailable",
+            ),
+            (ErrorKind::MissingHeartbeatError.into(), "unavailable"),
+            (
+                ErrorKind::AuthProviderError("bad".into()).into(),
+                "access_denied",
+            ),
+        ];
+        for (e, label) in cases {
+            let got = map_amqp_error(&e, "queue \"q\"");
+            assert_eq!(got.metric_label(), label, "{e:?} -> {got}");
+            assert!(got.to_string().contains("queue \"q\""), "{got}");
+        }
+    }
+
+    #[test]
+    fn debug_output_of_the_source_never_shows_a_password() {
+        let src = RabbitmqSource {
+            cfg: RabbitmqSourceConfig {
+                url: "amqp://u:hunter2@h/%2f".into(),
+                management_url: Some("http://u:hunter2@h:15672".into()),
+                ..cfg()
+            },
+            timeout: Duration::from_secs(1),
+            link: Mutex::new(None),
+            http: HttpClient::new(),
+        };
+        let shown = format!("{src:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("u:***@h"), "{shown}");
+    }
+}
