@@ -49,6 +49,8 @@ struct RecordingTarget {
     /// Replicas another writer sets just before our next write fails.
     interloper: Mutex<Option<u32>>,
     paused: Mutex<bool>,
+    /// How long a write takes.
+    write_delay: Mutex<Duration>,
 }
 
 #[async_trait]
@@ -61,6 +63,8 @@ impl ScaleTarget for RecordingTarget {
         Ok(Replicas::new(n, Some(n)))
     }
     async fn set_replicas(&self, n: u32) -> Result<(), TargetError> {
+        let delay = *self.write_delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
         if let Some(e) = self.write_errors.lock().unwrap().pop_front() {
             if let Some(other) = self.interloper.lock().unwrap().take() {
                 *self.replicas.lock().unwrap() = other;
@@ -354,4 +358,105 @@ async fn policy_state_is_shared_by_the_scaler_that_replaces_another() {
         5,
         "the down-window remembered by the shared state holds"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_lets_a_write_in_progress_finish() {
+    let rt = Runtime::new(Shared::new(), false);
+    let (cfg, _) = scaler_config("a", "");
+    let tgt = target(1);
+    *tgt.write_delay.lock().unwrap() = Duration::from_secs(2);
+    let mut daemon = Daemon::start(
+        rt.clone(),
+        Config {
+            scalers: vec![],
+            ..cfg.clone()
+        },
+    );
+    let s = scaler(cfg.scalers[0].clone(), &rt, source(40), tgt.clone());
+    daemon.spawn(s, (cfg.scalers[0].clone(), cfg.defaults.clone()));
+    // The first poll starts within a second; its write takes two.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        tgt.writes.lock().unwrap().is_empty(),
+        "the write is still in progress"
+    );
+    let t = tokio::time::Instant::now();
+    daemon.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(
+        *tgt.writes.lock().unwrap(),
+        vec![4],
+        "the in-flight write completed"
+    );
+    assert!(
+        t.elapsed() <= Duration::from_secs(2),
+        "shutdown waited only for the write"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_storm_of_reloads_during_polls_loses_no_scaler_and_no_state() {
+    let rt = Runtime::new(Shared::new(), false);
+    let text = |max: u32| {
+        format!(
+            r#"
+[defaults]
+poll_interval = "1s"
+[[scaler]]
+name = "demo"
+[scaler.source]
+kind = "demo"
+queue = "storm"
+pattern = "constant:rate=40"
+[scaler.target]
+kind = "demo"
+queue = "storm"
+seconds_per_message = 1.0
+startup_delay = "0s"
+initial_replicas = 1
+[scaler.policy]
+min_replicas = 1
+max_replicas = {max}
+messages_per_replica = 10
+[[scaler]]
+name = "steady"
+[scaler.source]
+kind = "demo"
+queue = "steady"
+pattern = "constant:rate=1"
+[scaler.target]
+kind = "demo"
+queue = "steady"
+seconds_per_message = 1.0
+[scaler.policy]
+max_replicas = 5
+messages_per_replica = 10
+"#
+        )
+    };
+    let parse = |t: String| {
+        Config::from_str_with_env(&t, std::path::Path::new("s.toml"), Vec::new()).expect("valid")
+    };
+    let mut daemon = Daemon::start(rt.clone(), parse(text(30)));
+    for i in 0..60u32 {
+        // Reload every 150 ms: polls are in flight during many of them.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let s = daemon.apply(parse(text(31 + i % 2)));
+        assert_eq!(s.restarted, vec!["demo".to_string()]);
+        assert_eq!(s.unchanged, 1, "the unchanged scaler is never restarted");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let names: Vec<String> = rt.status.all().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, vec!["demo".to_string(), "steady".to_string()]);
+    let demo = rt.status.get("demo").expect("status");
+    assert!(
+        demo.last_success.is_some(),
+        "the restarted scaler still polls"
+    );
+    assert!(
+        demo.current.map(|c| c.desired).unwrap_or(0) > 1,
+        "and still scales: {:?}",
+        demo.reasons
+    );
+    daemon.shutdown(Duration::from_secs(1)).await;
 }
