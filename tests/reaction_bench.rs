@@ -61,7 +61,7 @@ stabilization = "0s"
         ),
     )
     .expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_qscale"))
+    let child = Command::new(env!("CARGO_BIN_EXE_qscale"))
         .args(["run", "--config", cfg.to_str().expect("utf-8")])
         .env("KUBECONFIG", kube_support::admin_kubeconfig_path())
         .env("AWS_ACCESS_KEY_ID", "testing")
@@ -71,6 +71,15 @@ stabilization = "0s"
         .stdout(Stdio::null())
         .spawn()
         .expect("qscale run");
+    // Stop the daemon however the benchmark ends.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Kill(child);
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let mut trials = Vec::new();
@@ -93,11 +102,30 @@ stabilization = "0s"
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         trials.push(t0.elapsed());
-        sqs.purge_queue()
-            .queue_url(&queue_url)
-            .send()
-            .await
-            .expect("purge");
+        // Drain by receiving and deleting (moto, like SQS, allows one
+        // PurgeQueue a minute).
+        loop {
+            let got = sqs
+                .receive_message()
+                .queue_url(&queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .expect("receive");
+            if got.messages().is_empty() {
+                break;
+            }
+            for m in got.messages() {
+                if let Some(h) = m.receipt_handle() {
+                    sqs.delete_message()
+                        .queue_url(&queue_url)
+                        .receipt_handle(h)
+                        .send()
+                        .await
+                        .expect("delete");
+                }
+            }
+        }
         let t = Instant::now();
         while k.deployment_replicas(&ns, "w").await != 0 {
             assert!(
@@ -107,8 +135,7 @@ stabilization = "0s"
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     trials.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
