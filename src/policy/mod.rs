@@ -273,7 +273,7 @@ pub fn decide(
                     policy.throughput.and_then(|t| t.seconds_per_message),
                 );
             }
-            if inp.activity.is_some_and(|a| a > 0) {
+            if inp.activity.is_some_and(|a| a > 0) || inp.oldest_age.is_some_and(|a| !a.is_zero()) {
                 state.last_active = Some(now);
             }
             with_sample(
@@ -572,8 +572,11 @@ fn with_sample(
     }
 
     // 3. Activation and scale to zero.
+    let mut to_zero = false;
     if policy.min_replicas == 0 {
-        let activity = inp.activity.unwrap_or(0);
+        // Unknown activity is not idleness: never go to zero on it.
+        let busy =
+            inp.activity.is_none_or(|a| a > 0) || inp.oldest_age.is_some_and(|a| !a.is_zero());
         if cur == 0 {
             let b = inp.backlog.unwrap_or(0);
             if b > policy.activation_backlog {
@@ -602,7 +605,7 @@ fn with_sample(
                 .last_active
                 .map(|t| now.saturating_duration_since(t))
                 .unwrap_or_default();
-            if activity > 0 || idle < policy.scale_to_zero_after {
+            if busy || idle < policy.scale_to_zero_after {
                 reasons.push(Reason {
                     step: Step::Activation,
                     message: format!(
@@ -617,15 +620,23 @@ fn with_sample(
                     step: Step::Activation,
                     message: format!("idle for {}; scaling to zero", secs(idle)),
                 });
+                to_zero = true;
             }
         }
     }
 
-    // 4. Stabilization.
+    // 4. Stabilization. Going to zero is already stabilized by its own
+    // activity-based window (`scale_to_zero_after`), as KEDA's cooldown is
+    // not the HPA's: the recommendation is recorded but does not wait for
+    // the down-window once more.
     let before = desired;
-    desired = state
-        .history
-        .stabilize(desired, cur, now, &policy.scale_up, &policy.scale_down);
+    let stabilized =
+        state
+            .history
+            .stabilize(desired, cur, now, &policy.scale_up, &policy.scale_down);
+    if !to_zero {
+        desired = stabilized;
+    }
     if desired != before {
         let (dir, window) = if before > desired {
             ("up", policy.scale_up.stabilization)

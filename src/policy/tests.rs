@@ -287,6 +287,28 @@ fn scales_to_zero_only_after_the_queue_was_idle_long_enough() {
     assert_eq!(d.replicas, 0, "{:?}", d.reasons);
 }
 
+#[test]
+fn unknown_activity_never_scales_to_zero() {
+    let p = policy(|c| {
+        c.min_replicas = 0;
+        c.messages_per_replica = None;
+        c.max_message_age = Some(s(60));
+        c.scale_to_zero_after = s(60);
+        c.scale_down.stabilization = Some(Duration::ZERO);
+    });
+    let t0 = Instant::now();
+    let mut st = PolicyState::new();
+    // Depth unmeasured, but a message 10 s old waits.
+    let smp = Sample {
+        oldest_age: Some(s(10)),
+        ..Sample::empty(SystemTime::UNIX_EPOCH)
+    };
+    for t in [0, 120, 600] {
+        let d = decide(&p, &mut st, Some(&smp), cur(1), t0 + s(t));
+        assert_eq!(d.replicas, 1, "t={t}: {:?}", d.reasons);
+    }
+}
+
 // ---- 4. stabilization ---------------------------------------------------------
 
 #[test]
