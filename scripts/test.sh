@@ -21,4 +21,4 @@ cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
-cargo test --all-targets "$@"
+cargo test --all-targets --no-fail-fast "$@"

@@ -98,17 +98,32 @@ messages_per_replica = 10
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("RUST_LOG", "debug")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        // A file, not a pipe: debug logs would fill a pipe nobody reads yet
+        // and block the daemon.
+        .stderr(std::fs::File::create(dir.path().join("log")).expect("log file"))
         .spawn()
         .expect("qscale run");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let start = Instant::now();
     let mut seen = String::new();
-    // Let both scalers fail a few polls, then collect everything visible.
-    while start.elapsed() < Duration::from_secs(8) {
+    // Let both scalers fail some polls (each bounded by its 2 s timeouts),
+    // collecting everything the daemon shows meanwhile.
+    let mut failed_polls = 0;
+    while failed_polls < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "no failed polls were reported: {seen:.400}"
+        );
         std::thread::sleep(Duration::from_millis(500));
-        seen.push_str(&get(addr, "/status"));
-        seen.push_str(&get(addr, "/metrics"));
+        let status = get(addr, "/status");
+        let metrics = get(addr, "/metrics");
+        if metrics.contains("qscale_source_errors_total{")
+            && status.matches("\"last_error\":{").count() >= 2
+        {
+            failed_polls += 1;
+        }
+        seen.push_str(&status);
+        seen.push_str(&metrics);
     }
     assert!(
         seen.contains("\"rabbit\""),
@@ -121,11 +136,8 @@ messages_per_replica = 10
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let mut logs = String::new();
-    if let Some(mut err) = child.stderr.take() {
-        let _ = err.read_to_string(&mut logs);
-    }
     let _ = child.wait();
+    let logs = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
     assert!(logs.contains("rabbit"), "logs were captured");
     for (what, text) in [("logs", &logs), ("status and metrics", &seen)] {
         assert!(
