@@ -722,7 +722,7 @@ fn example_age_alone_drifts_to_min_replicas() {
 // ---- Example 15: fallback `replicas` on stale samples -----------------------------------
 
 #[test]
-fn example_fallback_replicas_differs_for_failed_and_stale_samples() {
+fn example_fallback_replicas_is_the_same_for_failed_and_stale_samples() {
     let p = policy(|c| {
         c.messages_per_replica = Some(20.0);
         c.max_message_age = Some(s(60));
@@ -745,19 +745,30 @@ fn example_fallback_replicas_differs_for_failed_and_stale_samples() {
             "fallback: 2 failed or stale samples in a row; replicas 3 -> 3",
         ],
     );
-    // Stale samples (age missing while messages wait): never below current.
+    // Stale samples (age missing while messages wait): the same `replicas`.
     let mut st = PolicyState::new();
     decide(&p, &mut st, Some(&sample(20, 0)), cur(10), t0);
     let d = decide(&p, &mut st, Some(&sample(20, 0)), cur(10), t0 + s(15));
     expect(
         &d,
-        10,
+        3,
         &[
             "signal: backlog 20 / 20 per replica -> 1",
             "signal: oldest message age not measured (missing or stale)",
             "signal: largest proposal: backlog -> 1",
             "missing data: a signal has no data; not scaling down below 10",
-            "fallback: 2 failed or stale samples in a row; replicas 3 -> 10",
+            "fallback: 2 failed or stale samples in a row; replicas 3 -> 3",
         ],
+    );
+    // ...unless the signals that still have data ask for more.
+    let mut st = PolicyState::new();
+    decide(&p, &mut st, Some(&sample(200, 0)), cur(10), t0);
+    let d = decide(&p, &mut st, Some(&sample(200, 0)), cur(10), t0 + s(15));
+    assert_eq!(d.replicas, 10);
+    assert_eq!(
+        d.reasons.last().map(|r| r.to_string()).as_deref(),
+        Some(
+            "fallback: 2 failed or stale samples in a row; replicas 3 (measured signals ask for 10) -> 10"
+        )
     );
 }

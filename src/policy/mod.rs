@@ -308,17 +308,25 @@ pub fn decide(
     if fallback_active {
         let n = state.consecutive_failures;
         let fb = policy.fallback;
+        // What the signals that still have data ask for: the fallback never
+        // overrides a measured need for more workers.
+        let measured = proposals.iter().filter_map(|p| p.replicas).max();
         let target = match fb.action {
             FallbackAction::Hold => replicas.max(cur.min(policy.max_replicas)),
-            FallbackAction::Replicas if sample.is_none() => fb.replicas,
-            FallbackAction::Replicas => replicas.max(fb.replicas),
+            // Exactly `replicas`, for failed and stale samples alike (it may
+            // scale down: that is what the user asked for), unless measured
+            // signals ask for more.
+            FallbackAction::Replicas => fb.replicas.max(measured.unwrap_or(0)),
             FallbackAction::CurrentIfHigher => replicas.max(cur).max(fb.replicas),
         }
         .clamp(policy.min_replicas, policy.max_replicas);
-        let action = match fb.action {
-            FallbackAction::Hold => "hold".to_string(),
-            FallbackAction::Replicas => format!("replicas {}", fb.replicas),
-            FallbackAction::CurrentIfHigher => format!("current_if_higher {}", fb.replicas),
+        let action = match (fb.action, measured) {
+            (FallbackAction::Hold, _) => "hold".to_string(),
+            (FallbackAction::Replicas, Some(m)) if m > fb.replicas => {
+                format!("replicas {} (measured signals ask for {m})", fb.replicas)
+            }
+            (FallbackAction::Replicas, _) => format!("replicas {}", fb.replicas),
+            (FallbackAction::CurrentIfHigher, _) => format!("current_if_higher {}", fb.replicas),
         };
         reasons.push(Reason {
             step: Step::Fallback,
