@@ -292,6 +292,10 @@ pub struct KubernetesTarget {
     /// resourceVersion of the last read (or of our own last write); the
     /// next write is conditional on it.
     last_version: std::sync::Mutex<Option<String>>,
+    /// The pause annotation as the object read by the last `state()` had it,
+    /// so `paused()` right after `current()` costs no second GET. Taken on
+    /// use, so it never answers twice from one read.
+    last_paused: std::sync::Mutex<Option<bool>>,
 }
 
 /// How the object is spoken of in messages: `deployments/media/worker`.
@@ -400,6 +404,7 @@ impl KubernetesTarget {
             resource,
             timeout,
             last_version: std::sync::Mutex::new(None),
+            last_paused: std::sync::Mutex::new(None),
         })
     }
 
@@ -442,7 +447,10 @@ impl KubernetesTarget {
         let deadline = Instant::now() + self.timeout;
         let scale = self.get_scale(deadline).await?;
         let ready = match self.get_object(deadline).await {
-            Ok(obj) => ready_replicas(&obj, &self.resource)?,
+            Ok(obj) => {
+                *self.last_paused.lock().unwrap_or_else(|e| e.into_inner()) = Some(is_paused(&obj));
+                ready_replicas(&obj, &self.resource)?
+            }
             // The scale subresource is what qscale must have; without `get`
             // on the object it still works, only blind to readiness.
             Err(TargetError::Forbidden(msg)) => {
@@ -885,6 +893,14 @@ impl ScaleTarget for KubernetesTarget {
     }
 
     async fn paused(&self) -> Result<bool, TargetError> {
+        let cached = self
+            .last_paused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(p) = cached {
+            return Ok(p);
+        }
         let obj = self.get_object(Instant::now() + self.timeout).await?;
         Ok(is_paused(&obj))
     }
