@@ -182,12 +182,17 @@ async fn with_the_management_api_the_source_reports_n_minus_k_visible_and_k_in_f
         "management statistics show the unacknowledged messages",
         || async {
             let s = src.sample().await.map_err(|e| e.to_string())?;
-            if s.visible == Some(u64::from(N - K)) && s.in_flight == Some(u64::from(K)) {
+            // The management API refreshes counts and head_message_timestamp
+            // on its own schedule; wait for both.
+            if s.visible == Some(u64::from(N - K))
+                && s.in_flight == Some(u64::from(K))
+                && s.oldest_age.is_some()
+            {
                 Ok(s)
             } else {
                 Err(format!(
-                    "visible {:?}, in flight {:?}",
-                    s.visible, s.in_flight
+                    "visible {:?}, in flight {:?}, oldest age {:?}",
+                    s.visible, s.in_flight, s.oldest_age
                 ))
             }
         },
