@@ -24,12 +24,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 
+use qscale::contract::{Capabilities, Replicas, Sample};
 use qscale::policy::{
     BehaviorConfig, FallbackAction, FallbackConfig, Policy, PolicyConfig, PolicyState,
     RateLimitConfig, SelectPolicy, ThroughputConfig, decide,
 };
-use qscale::sources::{Capabilities, Sample};
-use qscale::targets::Replicas;
 
 /// What SQS with CloudWatch measures: everything, in-flight counted.
 const CAPS: Capabilities = Capabilities {
@@ -99,7 +98,7 @@ fn all_signals() -> Policy {
         },
         paused: false,
     };
-    let mut problems = qscale::config::Problems::default();
+    let mut problems = qscale::validate::Problems::default();
     c.validate("policy", &CAPS, &mut problems);
     assert!(problems.is_empty(), "bench policy invalid: {problems}");
     Policy::new(&c, &CAPS)

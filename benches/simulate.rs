@@ -9,9 +9,9 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use qscale::config::Config;
 use qscale::simulate::hpa::{Hpa, HpaParams};
-use qscale::simulate::model::WorkerParams;
-use qscale::simulate::trace::{Pattern, Trace};
 use qscale::simulate::{QscalePolicy, Scenario, run};
+use qscale::world::model::WorkerParams;
+use qscale::world::trace::{Pattern, Trace};
 
 fn day() -> Scenario {
     let pattern = Pattern::parse("diurnal:min=1,max=30,period=24h,noise=poisson,seed=3")

@@ -172,7 +172,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Simulate(args) => crate::simulate::main(*args),
+        Command::Simulate(args) => simulate(&args),
+    }
+}
+
+/// `qscale simulate`: exit 0, 2 for a config to fix (every problem listed,
+/// as `qscale check`), 1 for anything else.
+fn simulate(args: &crate::simulate::SimulateArgs) -> anyhow::Result<ExitCode> {
+    match crate::simulate::execute(args, &mut std::io::stdout().lock()) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(crate::simulate::SimulateError::Config(e)) => {
+            for l in e.lines() {
+                eprintln!("error: {l}");
+            }
+            Ok(ExitCode::from(EXIT_INVALID_CONFIG))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -17,7 +17,6 @@
 //! what `qscale schema` prints and what docs/configuration.md mirrors.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::policy::PolicyConfig;
 use crate::sources::SourceConfig;
 use crate::targets::TargetConfig;
+use crate::validate::{Problems, positive_duration};
 
 /// Prefix of environment variables that override file values.
 pub const ENV_PREFIX: &str = "QSCALE";
@@ -261,27 +261,6 @@ impl ConfigError {
     }
 }
 
-/// All validation problems of one file, each `field.path: what to fix`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Problems(pub Vec<String>);
-
-impl Problems {
-    /// Record one problem at a field path.
-    pub fn push(&mut self, path: impl fmt::Display, message: impl fmt::Display) {
-        self.0.push(format!("{path}: {message}"));
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Display for Problems {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0.join("\n"))
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Format {
     Toml,
@@ -422,20 +401,6 @@ impl Config {
     /// The scaler with this name, if any.
     pub fn scaler(&self, name: &str) -> Option<&ScalerConfig> {
         self.scalers.iter().find(|s| s.name == name)
-    }
-}
-
-/// Shared check: a duration that must be strictly positive.
-pub(crate) fn positive_duration(p: &mut Problems, path: &str, d: Duration) {
-    if d.is_zero() {
-        p.push(path, "must be greater than 0 (e.g. \"15s\")");
-    }
-}
-
-/// Shared check: a URL-ish string that must start with http:// or https://.
-pub(crate) fn http_url(p: &mut Problems, path: &str, url: &str) {
-    if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
-        p.push(path, format!("{url:?} is not an http:// or https:// URL"));
     }
 }
 

@@ -16,111 +16,30 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::clients::Clients;
 use crate::config::{Config, DefaultsConfig, ScalerConfig};
+use crate::contract::{QueueSource, Sample, SourceError};
+use crate::contract::{Replicas, ScaleTarget, TargetError};
+use crate::leader::Leadership;
 use crate::metrics::{Metrics, set_or_remove_f64};
 use crate::policy::{Decision, Policy, PolicyState, decide};
-use crate::shared::Shared;
-use crate::sources::{QueueSource, Sample, SourceError};
 use crate::status::{ActionStatus, ErrorStatus, ScalerStatus, StatusBoard, unix};
-use crate::targets::{Replicas, ScaleTarget, TargetError};
 
 /// How often a scaler re-checks for other controllers on its target.
 const CONFLICT_CHECK_EVERY: Duration = Duration::from_secs(600);
 /// A repeated identical error is logged at most this often.
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// Whether this process may actuate a given scaler. Without leader election
-/// it always may; with it, only until the renewal deadline of the Lease of
-/// the scaler's shard. Holding a *deadline* rather than a flag means that
-/// even if the elector hangs on a dead API server, actuation stops by itself
-/// in time.
-#[derive(Clone)]
-pub struct Leadership {
-    epoch: std::time::Instant,
-    /// Per shard: milliseconds since `epoch` until which we may actuate.
-    until: Arc<Vec<AtomicU64>>,
-}
-
-impl Leadership {
-    /// A single replica: always leader.
-    pub fn always() -> Leadership {
-        Leadership {
-            epoch: std::time::Instant::now(),
-            until: Arc::new(vec![AtomicU64::new(u64::MAX)]),
-        }
-    }
-
-    /// `n` shards, none held yet.
-    pub fn shards(n: u32) -> Leadership {
-        Leadership {
-            epoch: std::time::Instant::now(),
-            until: Arc::new((0..n.max(1)).map(|_| AtomicU64::new(0)).collect()),
-        }
-    }
-
-    /// The shard of a scaler: a stable hash of its name (FNV-1a, so every
-    /// replica and every version agrees).
-    pub fn shard_of(&self, scaler: &str) -> usize {
-        let mut h: u64 = 0xcbf29ce484222325;
-        for b in scaler.as_bytes() {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x100000001b3);
-        }
-        (h % self.until.len() as u64) as usize
-    }
-
-    pub fn shard_count(&self) -> usize {
-        self.until.len()
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    pub fn may_actuate(&self, scaler: &str) -> bool {
-        self.holds(self.shard_of(scaler))
-    }
-
-    /// Whether shard `i` is held now.
-    pub fn holds(&self, i: usize) -> bool {
-        self.until
-            .get(i)
-            .is_some_and(|u| self.now_ms() < u.load(Ordering::SeqCst))
-    }
-
-    /// Hold shard `i` until `deadline`.
-    pub fn grant(&self, i: usize, deadline: std::time::Instant) {
-        if let Some(u) = self.until.get(i) {
-            let ms = u64::try_from(deadline.saturating_duration_since(self.epoch).as_millis())
-                .unwrap_or(u64::MAX);
-            u.store(ms, Ordering::SeqCst);
-        }
-    }
-
-    /// Give up shard `i` now.
-    pub fn revoke(&self, i: usize) {
-        if let Some(u) = self.until.get(i) {
-            u.store(0, Ordering::SeqCst);
-        }
-    }
-
-    /// Holds at least one shard.
-    pub fn any(&self) -> bool {
-        (0..self.until.len()).any(|i| self.holds(i))
-    }
-}
-
 /// What every scaler task shares.
 #[derive(Clone)]
 pub struct Runtime {
-    pub shared: Shared,
+    pub shared: Clients,
     pub metrics: Arc<Metrics>,
     pub status: Arc<StatusBoard>,
     pub leadership: Leadership,
@@ -129,7 +48,7 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(shared: Shared, dry_run: bool) -> Runtime {
+    pub fn new(shared: Clients, dry_run: bool) -> Runtime {
         Runtime {
             shared,
             metrics: Arc::new(Metrics::new()),

@@ -23,20 +23,22 @@
 //!   compared with, and the demo world behind the `demo` source and target;
 //! - [`cli`]: the command-line interface that `main.rs` calls.
 
-pub mod aws;
 pub mod cli;
+pub mod clients;
 pub mod config;
+pub mod contract;
 pub mod control_loop;
 pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod policy;
 pub mod run;
-pub mod shared;
 pub mod simulate;
 pub mod sources;
 pub mod status;
 pub mod targets;
+pub mod validate;
+pub mod world;
 
 /// The crate version, as `qscale --version` and `qscale_build_info` show it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

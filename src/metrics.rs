@@ -14,7 +14,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::sources::Sample;
+use crate::contract::Sample;
 
 /// Histogram buckets for poll phases: most calls take milliseconds, a slow
 /// cloud API seconds, a timeout tens of seconds.

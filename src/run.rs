@@ -17,12 +17,12 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::clients::Clients;
 use crate::config::{Config, ConfigError};
-use crate::control_loop::{Daemon, Leadership, Runtime};
+use crate::contract::Sample;
+use crate::control_loop::{Daemon, Runtime};
 use crate::http::{self, HttpError};
-use crate::leader::{self, Elector, LeaderError};
-use crate::shared::Shared;
-use crate::sources::Sample;
+use crate::leader::{self, Elector, LeaderError, Leadership};
 
 /// How often the config file is checked for changes.
 const RELOAD_CHECK_EVERY: Duration = Duration::from_secs(2);
@@ -70,7 +70,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     use tokio::signal::unix::{SignalKind, signal};
 
     let config = Config::load(&opts.config)?;
-    let mut rt = Runtime::new(Shared::new(), opts.dry_run);
+    let mut rt = Runtime::new(Clients::new(), opts.dry_run);
     let (stop_elector, elector_stopped) = watch::channel(false);
     let elector = if config.leader_election.enabled {
         let le = config.leader_election.clone();
@@ -224,7 +224,7 @@ impl From<&Sample> for SampleView {
 /// Sample every (or one) scaler's source, read its target and decide,
 /// without writing anything.
 pub async fn once(config: &Config, only: Option<&str>) -> Vec<OnceReport> {
-    let rt = Runtime::new(Shared::new(), true);
+    let rt = Runtime::new(Clients::new(), true);
     let mut tasks = Vec::new();
     for s in config
         .scalers

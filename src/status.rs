@@ -10,9 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::contract::{Replicas, Sample};
 use crate::policy::{Proposal, Reason};
-use crate::sources::Sample;
-use crate::targets::Replicas;
 
 /// An error a scaler hit, as /status shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]

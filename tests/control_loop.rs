@@ -8,12 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use qscale::clients::Clients;
 use qscale::config::{Config, DefaultsConfig, ScalerConfig};
+use qscale::contract::{QueueSource, Replicas, Sample, ScaleTarget, SourceError, TargetError};
 use qscale::control_loop::{Daemon, Runtime, Scaler};
 use qscale::policy::PolicyState;
-use qscale::shared::Shared;
-use qscale::sources::{QueueSource, Sample, SourceError};
-use qscale::targets::{Replicas, ScaleTarget, TargetError};
 
 struct ScriptedSource {
     visible: Mutex<u64>,
@@ -141,7 +140,7 @@ fn scaler(
 
 #[tokio::test]
 async fn new_backlog_is_written_in_the_same_poll() {
-    let rt = Runtime::new(Shared::new(), false);
+    let rt = Runtime::new(Clients::new(), false);
     let (_, cfg) = scaler_config("a", "");
     let tgt = target(1);
     let mut s = scaler(cfg, &rt, source(40), tgt.clone());
@@ -172,7 +171,7 @@ async fn dry_run_and_pause_decide_but_never_write() {
         (false, true, false),
         (false, false, true),
     ] {
-        let rt = Runtime::new(Shared::new(), dry);
+        let rt = Runtime::new(Clients::new(), dry);
         let extra = if config_pause { "paused = true" } else { "" };
         let (_, cfg) = scaler_config("a", extra);
         let tgt = target(1);
@@ -199,7 +198,7 @@ async fn dry_run_and_pause_decide_but_never_write() {
 
 #[tokio::test]
 async fn a_write_conflict_rereads_and_redecides_instead_of_overwriting() {
-    let rt = Runtime::new(Shared::new(), false);
+    let rt = Runtime::new(Clients::new(), false);
     let (_, cfg) = scaler_config("a", "");
     let tgt = target(1);
     tgt.write_errors
@@ -222,7 +221,7 @@ async fn a_write_conflict_rereads_and_redecides_instead_of_overwriting() {
 
 #[tokio::test]
 async fn a_failed_write_is_counted_and_explained() {
-    let rt = Runtime::new(Shared::new(), false);
+    let rt = Runtime::new(Clients::new(), false);
     let (_, cfg) = scaler_config("a", "");
     let tgt = target(1);
     tgt.write_errors
@@ -242,7 +241,7 @@ async fn a_failed_write_is_counted_and_explained() {
 
 #[tokio::test]
 async fn a_failing_source_holds_replicas_and_is_reported() {
-    let rt = Runtime::new(Shared::new(), false);
+    let rt = Runtime::new(Clients::new(), false);
     let (_, cfg) = scaler_config("a", "");
     let src = source(0);
     *src.fail.lock().unwrap() = true;
@@ -263,7 +262,7 @@ async fn a_failing_source_holds_replicas_and_is_reported() {
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_scaler_never_delays_another() {
-    let rt = Runtime::new(Shared::new(), false);
+    let rt = Runtime::new(Clients::new(), false);
     let (cfg, _) = scaler_config("fast", "");
     let mut daemon = Daemon::start(
         rt.clone(),
@@ -301,7 +300,7 @@ async fn a_slow_scaler_never_delays_another() {
 
 #[tokio::test]
 async fn reload_keeps_unchanged_scalers_and_their_state() {
-    let rt = Runtime::new(Shared::new(), true);
+    let rt = Runtime::new(Clients::new(), true);
     let (cfg, _) = scaler_config("a", "");
     let (cfg_b, _) = scaler_config("b", "");
     let mut both = cfg.clone();
@@ -332,7 +331,7 @@ async fn reload_keeps_unchanged_scalers_and_their_state() {
 async fn policy_state_is_shared_by_the_scaler_that_replaces_another() {
     // The daemon hands the same PolicyState to a restarted scaler; check the
     // state object itself carries the history (a scale-down stays held).
-    let rt = Runtime::new(Shared::new(), false);
+    let rt = Runtime::new(Clients::new(), false);
     let (_, mut cfg) = scaler_config("a", "");
     cfg.policy.scale_down.stabilization = Some(Duration::from_secs(600));
     let state: Arc<tokio::sync::Mutex<PolicyState>> = Default::default();
@@ -362,7 +361,7 @@ async fn policy_state_is_shared_by_the_scaler_that_replaces_another() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_lets_a_write_in_progress_finish() {
-    let rt = Runtime::new(Shared::new(), false);
+    let rt = Runtime::new(Clients::new(), false);
     let (cfg, _) = scaler_config("a", "");
     let tgt = target(1);
     *tgt.write_delay.lock().unwrap() = Duration::from_secs(2);
@@ -396,7 +395,7 @@ async fn shutdown_lets_a_write_in_progress_finish() {
 
 #[tokio::test(start_paused = true)]
 async fn a_storm_of_reloads_during_polls_loses_no_scaler_and_no_state() {
-    let rt = Runtime::new(Shared::new(), false);
+    let rt = Runtime::new(Clients::new(), false);
     let text = |max: u32| {
         format!(
             r#"

@@ -1,13 +1,13 @@
 //! The demo source and target as the daemon builds them: from
 //! config/demo.toml, through `SourceConfig::build` / `TargetConfig::build`
-//! with one `Shared`, meeting on the same simulated queue.
+//! with one `Clients`, meeting on the same simulated queue.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use qscale::clients::Clients;
 use qscale::config::Config;
 use qscale::policy::{Policy, PolicyState, decide};
-use qscale::shared::Shared;
 
 fn demo_config() -> Config {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml");
@@ -18,7 +18,7 @@ fn demo_config() -> Config {
 async fn the_demo_config_builds_a_source_and_target_that_share_one_queue() {
     let cfg = demo_config();
     let s = &cfg.scalers[0];
-    let shared = Shared::new();
+    let shared = Clients::new();
     let timeout = Duration::from_secs(1);
     let source = s.source.build(&shared, timeout).await.expect("source");
     let target = s.target.build(&shared, timeout).await.expect("target");
@@ -44,7 +44,7 @@ async fn the_demo_config_builds_a_source_and_target_that_share_one_queue() {
 async fn rebuilding_on_a_reload_finds_the_same_queue_and_keeps_its_workers() {
     let cfg = demo_config();
     let s = &cfg.scalers[0];
-    let shared = Shared::new();
+    let shared = Clients::new();
     let t = Duration::from_secs(1);
     let target = s.target.build(&shared, t).await.unwrap();
     target.set_replicas(7).await.unwrap();

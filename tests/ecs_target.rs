@@ -12,9 +12,9 @@ use std::time::Duration;
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_ecs::types::{ContainerDefinition, LaunchType};
-use qscale::aws::{AwsEndpoint, load};
+use qscale::clients::aws::{AwsEndpoint, load};
+use qscale::contract::{Replicas, ScaleTarget, TargetError};
 use qscale::targets::ecs::{EcsServiceState, EcsTarget, EcsTargetConfig};
-use qscale::targets::{Replicas, ScaleTarget, TargetError};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const REGION: &str = "us-east-1";

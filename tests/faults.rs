@@ -15,10 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use qscale::config::Config;
+use qscale::contract::{Capabilities, Replicas, Sample};
 use qscale::control_loop::{Runtime, Scaler};
 use qscale::policy::{Policy, PolicyState, decide};
-use qscale::sources::{Capabilities, Sample};
-use qscale::targets::Replicas;
 use tokio::io::copy_bidirectional;
 use tokio::net::{TcpListener, TcpStream};
 

@@ -10,10 +10,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use proptest::prelude::*;
-use qscale::sources::SourceError;
-use qscale::sources::cloudwatch::{QueueMetrics, Series, merge_series, plan_calls};
-use qscale::sources::http_client::HttpResponse;
-use qscale::sources::{nats, postgres, prometheus, rabbitmq, redis as redis_source, secret, sqs};
+use qscale::clients::cloudwatch::{QueueMetrics, Series, merge_series, plan_calls};
+use qscale::clients::http::HttpResponse;
+use qscale::clients::secret;
+use qscale::contract::SourceError;
+use qscale::sources::{nats, postgres, prometheus, rabbitmq, redis as redis_source, sqs};
 
 const LABELS: &[&str] = &[
     "throttled",

@@ -17,9 +17,11 @@ mod kube_support;
 use std::time::{Duration, Instant};
 
 use http::Method;
-use qscale::shared::Shared;
-use qscale::targets::kubernetes::{KubernetesTarget, PAUSED_ANNOTATION, client_from_config};
-use qscale::targets::{Replicas, ScaleTarget, TargetConfig, TargetError};
+use qscale::clients::Clients;
+use qscale::clients::kube::client_from_config;
+use qscale::contract::{Replicas, ScaleTarget, TargetError};
+use qscale::targets::TargetConfig;
+use qscale::targets::kubernetes::{KubernetesTarget, PAUSED_ANNOTATION};
 use serde_json::{Value, json};
 
 use fault_proxy::{Fault, FaultProxy};
@@ -28,14 +30,14 @@ use kube_support::{CRD_GROUP, CRD_PLURAL, CRD_VERSION, Kube, target_config, uniq
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A target built the way the daemon builds it: `TargetConfig::build` with
-/// a `Shared` whose default-context client is the test server's.
+/// a `Clients` whose default-context client is the test server's.
 async fn built_target(
     client: kube::Client,
     ns: &str,
     name: &str,
     resource: &str,
 ) -> std::sync::Arc<dyn ScaleTarget> {
-    let shared = Shared::new();
+    let shared = Clients::new();
     shared.kube.insert(None, client).await;
     TargetConfig::Kubernetes(target_config(ns, name, resource))
         .build(&shared, TIMEOUT)
@@ -356,7 +358,7 @@ async fn an_hpa_on_the_same_deployment_is_reported_as_a_conflict() {
 
 #[tokio::test]
 async fn an_unknown_kubeconfig_context_is_invalid() {
-    let shared = Shared::new();
+    let shared = Clients::new();
     let mut cfg = target_config("default", "worker", "deployments");
     cfg.context = Some("no-such-context-qscale-test".into());
     let err = expect_err(

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use qscale::config::LeaderElectionConfig;
-use qscale::control_loop::Leadership;
 use qscale::leader::Elector;
+use qscale::leader::Leadership;
 use qscale::metrics::Metrics;
 
 async fn client() -> kube::Client {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull, stream};
 use common::{env_or, require_reachable, unique};
 use futures_util::StreamExt;
-use qscale::sources::QueueSource;
+use qscale::contract::QueueSource;
 use qscale::sources::nats::{NatsSource, NatsSourceConfig};
 
 const N: usize = 10;

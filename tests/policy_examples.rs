@@ -7,12 +7,11 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use qscale::contract::{Capabilities, Replicas, Sample};
 use qscale::policy::{
     BehaviorConfig, Decision, FallbackAction, FallbackConfig, Policy, PolicyConfig, PolicyState,
     RateLimitConfig, ThroughputConfig, decide,
 };
-use qscale::sources::{Capabilities, Sample};
-use qscale::targets::Replicas;
 
 /// SQS with CloudWatch: every measurement, in-flight counted as backlog.
 const SQS: Capabilities = Capabilities {
@@ -49,7 +48,7 @@ fn defaults() -> PolicyConfig {
 fn policy(f: impl FnOnce(&mut PolicyConfig)) -> Policy {
     let mut c = defaults();
     f(&mut c);
-    let mut p = qscale::config::Problems::default();
+    let mut p = qscale::validate::Problems::default();
     c.validate("policy", &SQS, &mut p);
     assert!(p.is_empty(), "example policy invalid: {p}");
     Policy::new(&c, &SQS)

@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use common::{env_or, require_reachable, unique};
-use qscale::sources::QueueSource;
+use qscale::contract::QueueSource;
 use qscale::sources::postgres::{PostgresSource, PostgresSourceConfig};
 
 const N: i64 = 10;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use qscale::sources::QueueSource;
+use qscale::contract::QueueSource;
 use qscale::sources::prometheus::{PrometheusSource, PrometheusSourceConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

@@ -20,7 +20,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use qscale::sources::QueueSource;
+use qscale::contract::QueueSource;
 use qscale::sources::rabbitmq::{AMQP_ONLY_NOTE, RabbitmqSource, RabbitmqSourceConfig};
 
 const N: u32 = 10;

@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::{env_or, require_reachable, unique};
-use qscale::sources::QueueSource;
+use qscale::contract::QueueSource;
 use qscale::sources::redis::{RedisMode, RedisSource, RedisSourceConfig, client_name};
 
 const N: usize = 10;

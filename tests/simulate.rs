@@ -7,11 +7,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use qscale::config::Config;
-use qscale::simulate::model::{Model, WorkerParams};
-use qscale::simulate::trace::{Pattern, Trace};
 use qscale::simulate::{
     Autoscaler, OutputFormat, QscalePolicy, Scenario, SimulateArgs, chart, run, simulate,
 };
+use qscale::world::model::{Model, WorkerParams};
+use qscale::world::trace::{Pattern, Trace};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

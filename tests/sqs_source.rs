@@ -18,10 +18,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
-use qscale::aws::AwsConfigs;
-use qscale::shared::Shared;
+use qscale::clients::Clients;
+use qscale::clients::aws::AwsConfigs;
+use qscale::contract::{QueueSource, Sample, SourceError};
+use qscale::sources::SourceConfig;
 use qscale::sources::sqs::{SqsSource, SqsSourceConfig};
-use qscale::sources::{QueueSource, Sample, SourceConfig, SourceError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -30,7 +31,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const AGE: &str = "ApproximateAgeOfOldestMessage";
 const SENT: &str = "NumberOfMessagesSent";
 
-async fn source(cfg: &SqsSourceConfig, shared: &Shared, timeout: Duration) -> SqsSource {
+async fn source(cfg: &SqsSourceConfig, shared: &Clients, timeout: Duration) -> SqsSource {
     SqsSource::build(cfg, shared, timeout)
         .await
         .unwrap_or_else(|e| panic!("build source: {e}"))
@@ -279,7 +280,7 @@ fn at_endpoint(endpoint: &str) -> SqsSourceConfig {
 /// Sample a source of `cfg` and return the error and how long it took.
 async fn failing_sample(
     cfg: &SqsSourceConfig,
-    shared: &Shared,
+    shared: &Clients,
     timeout: Duration,
 ) -> (SourceError, Duration) {
     let src = source(cfg, shared, timeout).await;
@@ -474,9 +475,9 @@ impl ProvideCredentials for NoCredentials {
 #[tokio::test]
 async fn missing_credentials_give_access_denied_that_says_to_check_credentials() {
     let url = moto::require().await;
-    let shared = Shared {
+    let shared = Clients {
         aws: AwsConfigs::with_credentials(SharedCredentialsProvider::new(NoCredentials)),
-        ..Shared::default()
+        ..Clients::default()
     };
     let cfg = moto::config(&url, &format!("{url}/{}/nocreds", moto::ACCOUNT));
     let (e, _) = failing_sample(&cfg, &shared, TIMEOUT).await;

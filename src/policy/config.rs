@@ -10,8 +10,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Problems;
-use crate::sources::Capabilities;
+use crate::contract::Capabilities;
+use crate::validate::Problems;
 
 /// How to turn what the source sees into a replica count.
 ///

@@ -34,8 +34,7 @@ pub use config::{
     ThroughputConfig,
 };
 
-use crate::sources::Sample;
-use crate::targets::Replicas;
+use crate::contract::{Replicas, Sample};
 use behavior::History;
 use estimate::{Estimates, Estimator, Observation};
 

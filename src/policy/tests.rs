@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 use proptest::prelude::*;
 
 use super::*;
-use crate::sources::{Capabilities, Sample};
+use crate::contract::{Capabilities, Sample};
 
 const CAPS: Capabilities = Capabilities {
     oldest_age: true,
@@ -36,7 +36,7 @@ fn base_config() -> PolicyConfig {
 fn policy(f: impl FnOnce(&mut PolicyConfig)) -> Policy {
     let mut c = base_config();
     f(&mut c);
-    let mut p = crate::config::Problems::default();
+    let mut p = crate::validate::Problems::default();
     c.validate("policy", &CAPS, &mut p);
     assert!(p.is_empty(), "test policy invalid: {p}");
     Policy::new(&c, &CAPS)

@@ -28,7 +28,7 @@
 
 use std::collections::VecDeque;
 
-use super::model::Observation;
+use crate::world::model::Observation;
 
 /// A `behavior` scaling policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

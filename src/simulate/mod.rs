@@ -3,7 +3,7 @@
 //! Users tune policies in the config file; this shows them, before they
 //! deploy, what a policy would do to their queue. A trace of arrivals (a CSV
 //! or a generated pattern, [`trace`]) is replayed in virtual time through a
-//! queue-and-workers model ([`model`]) whose replica count is set by the
+//! queue-and-workers model ([`crate::world::model`]) whose replica count is set by the
 //! REAL [`crate::policy::decide`] of the chosen scaler, polled at the
 //! scaler's `poll_interval` exactly as the daemon does. So what the simulator
 //! shows is what the daemon would do, minus the noise of real brokers (the
@@ -13,33 +13,28 @@
 //! implementation of the HPA algorithm with KEDA's defaults ([`hpa`]), and
 //! [`report`] and [`chart`] print both side by side.
 //!
-//! The same model, advanced in real time, is the demo world ([`demo`]) that
-//! the `demo` source and target share through [`crate::shared::Shared`].
+//! The trace, the model and the demo world live in [`crate::world`]; this
+//! module is the command around them.
 
 pub mod chart;
-pub mod demo;
 pub mod hpa;
-pub mod model;
 pub mod report;
-pub mod trace;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 
 use crate::config::{Config, ConfigError, ScalerConfig};
+use crate::contract::{Capabilities, Replicas, Sample};
 use crate::policy::{Policy, PolicyState, decide};
-use crate::sources::{Capabilities, Sample};
-use crate::targets::{Replicas, TargetConfig};
+use crate::targets::TargetConfig;
 
-pub use demo::{DemoQueue, DemoWorld};
+use crate::world::model::{Model, Observation, WorkerParams};
+use crate::world::trace::{Trace, TraceError, TraceSpec};
 use hpa::{Hpa, HpaParams};
-use model::{Model, Observation, WorkerParams};
 use report::{Recorder, Run};
-use trace::{Trace, TraceError, TraceSpec};
 
 /// Start-up delay of new replicas when neither the flag nor a demo target
 /// says otherwise: a typical pod pull-and-start time.
@@ -483,8 +478,8 @@ pub fn execute(args: &SimulateArgs, out: &mut dyn Write) -> Result<(), SimulateE
         reason: e.to_string(),
     };
     if let Some(pattern) = &args.generate_trace {
-        let p = trace::Pattern::parse(pattern)?;
-        trace::check_length(args.duration)?;
+        let p = crate::world::trace::Pattern::parse(pattern)?;
+        crate::world::trace::check_length(args.duration)?;
         let secs = args.duration.unwrap_or(DEFAULT_PATTERN_DURATION).as_secs();
         let t = Trace::from_pattern(&p, secs);
         return out
@@ -513,20 +508,5 @@ pub fn execute(args: &SimulateArgs, out: &mut dyn Write) -> Result<(), SimulateE
             out.write_all(text.as_bytes()).map_err(write_err)
         }
         OutputFormat::Json => writeln!(out, "{}", json_summary(&o)).map_err(write_err),
-    }
-}
-
-/// The `qscale simulate` command: exit 0, 2 for a config to fix (every
-/// problem listed, as `qscale check`), 1 for anything else.
-pub fn main(args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    match execute(&args, &mut std::io::stdout().lock()) {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(SimulateError::Config(e)) => {
-            for l in e.lines() {
-                eprintln!("error: {l}");
-            }
-            Ok(ExitCode::from(crate::cli::EXIT_INVALID_CONFIG))
-        }
-        Err(e) => Err(e.into()),
     }
 }

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::model::{Observation, WaitHistogram};
+use crate::world::model::{Observation, WaitHistogram};
 
 /// The summary of one run. Field names are the `--output json` contract.
 #[derive(Debug, Clone, PartialEq, Serialize)]

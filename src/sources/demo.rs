@@ -3,22 +3,26 @@
 //!
 //! Messages arrive by a pattern (the simulator's syntax, e.g.
 //! `burst:base=2,size=300,at=30s,every=2m`) into a queue of the process-wide
-//! [`crate::simulate::DemoWorld`], where a demo target with the same `queue`
+//! [`crate::world::DemoWorld`], where a demo target with the same `queue`
 //! name drains it. The source measures everything a real broker could:
 //! visible, in-flight, delayed (always 0), the age of the oldest message and
 //! the arrival rate (messages counted between two samples), so every policy
 //! signal can be tried.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Problems;
-use crate::simulate::DemoQueue;
-use crate::simulate::trace::Pattern;
-use crate::sources::{Capabilities, QueueSource, Sample, SourceError};
+use crate::clients::Clients;
+use crate::contract::{Capabilities, QueueSource, Sample, SourceError};
+use crate::sources::SourceSpec;
+use crate::validate::{Problems, default_true};
+use crate::world::DemoQueue;
+use crate::world::demo::{default_queue, validate_queue_name};
+use crate::world::trace::Pattern;
 
 /// `source.kind = "demo"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -40,28 +44,27 @@ pub struct DemoSourceConfig {
     pub count_in_flight: bool,
 }
 
-/// The queue name demo sources and targets use unless told otherwise.
-pub fn default_queue() -> String {
-    "demo".to_string()
-}
-fn default_true() -> bool {
-    true
-}
-
-/// A demo queue name: what a metric label and a log line can carry as is.
-pub(crate) fn validate_queue_name(p: &mut Problems, path: &str, name: &str) {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !ok {
-        p.push(path, "must be 1-64 letters, digits, '-', '_' or '.'");
+impl DemoSourceConfig {
+    /// The source, on the queue of `world` named by `queue`.
+    pub fn build_on(&self, world: &crate::world::DemoWorld) -> Result<DemoSource, SourceError> {
+        let pattern = Pattern::parse(&self.pattern)
+            .map_err(|e| SourceError::Config(format!("pattern: {e}")))?;
+        let queue = world.queue(&self.queue);
+        queue.attach_arrivals(&pattern);
+        Ok(DemoSource {
+            queue,
+            last: Mutex::new(None),
+        })
     }
 }
 
-impl DemoSourceConfig {
-    pub fn capabilities(&self) -> Capabilities {
+#[async_trait]
+impl SourceSpec for DemoSourceConfig {
+    fn kind(&self) -> &'static str {
+        "demo"
+    }
+
+    fn capabilities(&self) -> Capabilities {
         Capabilities {
             oldest_age: true,
             arrival_rate: true,
@@ -72,27 +75,23 @@ impl DemoSourceConfig {
         }
     }
 
-    pub fn validate(&self, path: &str, p: &mut Problems) {
+    fn validate(&self, path: &str, p: &mut Problems) {
         validate_queue_name(p, &format!("{path}.queue"), &self.queue);
         if let Err(e) = Pattern::parse(&self.pattern) {
             p.push(format!("{path}.pattern"), e);
         }
     }
 
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         format!("demo queue {} ({})", self.queue, self.pattern.trim())
     }
 
-    /// The source, on the queue of `world` named by `queue`.
-    pub fn build(&self, world: &crate::simulate::DemoWorld) -> Result<DemoSource, SourceError> {
-        let pattern = Pattern::parse(&self.pattern)
-            .map_err(|e| SourceError::Config(format!("pattern: {e}")))?;
-        let queue = world.queue(&self.queue);
-        queue.attach_arrivals(&pattern);
-        Ok(DemoSource {
-            queue,
-            last: Mutex::new(None),
-        })
+    async fn build(
+        &self,
+        clients: &Clients,
+        _timeout: Duration,
+    ) -> Result<Arc<dyn QueueSource>, SourceError> {
+        Ok(Arc::new(self.build_on(&clients.demo)?))
     }
 }
 
@@ -157,7 +156,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::simulate::DemoWorld;
+    use crate::world::DemoWorld;
 
     fn cfg(queue: &str, pattern: &str) -> DemoSourceConfig {
         DemoSourceConfig {
@@ -183,14 +182,7 @@ mod tests {
                 Some("s.pattern: pattern \"wave:max=3\": unknown pattern `wave`"),
             ),
         ];
-        for (c, want) in cases {
-            let mut p = Problems::default();
-            c.validate("s", &mut p);
-            match want {
-                None => assert!(p.is_empty(), "{c:?} gave {p}"),
-                Some(w) => assert!(p.to_string().contains(w), "{c:?}: want {w:?}, got {p}"),
-            }
-        }
+        crate::validate::assert_validation_table(&cases, |c, path, p| c.validate(path, p));
     }
 
     #[test]
@@ -205,7 +197,9 @@ mod tests {
         let t0 = tokio::time::Instant::now();
         // Start the queue's clock at t0 so the test controls time.
         let q = world.queue_at("q", t0);
-        let src = cfg("q", "step:from=2,to=6,at=10s").build(&world).unwrap();
+        let src = cfg("q", "step:from=2,to=6,at=10s")
+            .build_on(&world)
+            .unwrap();
         let first = src.sample_at(t0);
         assert_eq!(first.visible, Some(2));
         assert_eq!(first.arrival_rate, Some(2.0));

@@ -15,6 +15,7 @@
 //! environment variable or a file.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -22,9 +23,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::config::Problems;
-use crate::sources::secret::{self, redact_url, url_password};
-use crate::sources::{Capabilities, QueueSource, Sample, SourceError};
+use crate::clients::Clients;
+use crate::clients::secret::{Credentials, UsernameRule, redact_url};
+use crate::contract::{Capabilities, QueueSource, Sample, SourceError};
+use crate::sources::SourceSpec;
+use crate::validate::{Problems, default_true, no_password_in_url};
 
 /// `source.kind = "nats"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -65,10 +68,6 @@ pub struct NatsSourceConfig {
     pub count_in_flight: bool,
 }
 
-fn default_true() -> bool {
-    true
-}
-
 /// Stream and consumer names are subject tokens in the JetStream API.
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
@@ -79,7 +78,32 @@ fn valid_name(s: &str) -> bool {
 }
 
 impl NatsSourceConfig {
-    pub fn capabilities(&self) -> Capabilities {
+    /// The credential fields, for their shared rules and reading.
+    pub fn credentials(&self) -> Credentials<'_> {
+        Credentials {
+            username: self.username.as_deref(),
+            password_env: self.password_env.as_deref(),
+            password_file: self.password_file.as_ref(),
+        }
+    }
+
+    /// The JetStream API subject that answers consumer info.
+    pub fn info_subject(&self) -> String {
+        let prefix = match &self.domain {
+            Some(d) => format!("$JS.{d}.API"),
+            None => "$JS.API".to_string(),
+        };
+        format!("{prefix}.CONSUMER.INFO.{}.{}", self.stream, self.consumer)
+    }
+}
+
+#[async_trait]
+impl SourceSpec for NatsSourceConfig {
+    fn kind(&self) -> &'static str {
+        "nats"
+    }
+
+    fn capabilities(&self) -> Capabilities {
         Capabilities {
             oldest_age: false,
             arrival_rate: false,
@@ -90,7 +114,7 @@ impl NatsSourceConfig {
         }
     }
 
-    pub fn validate(&self, path: &str, p: &mut Problems) {
+    fn validate(&self, path: &str, p: &mut Problems) {
         for url in self.url.split(',').map(str::trim) {
             let scheme_ok = ["nats://", "tls://", "ws://", "wss://"]
                 .iter()
@@ -103,11 +127,8 @@ impl NatsSourceConfig {
                         redact_url(url)
                     ),
                 );
-            } else if url_password(url).is_some() {
-                p.push(
-                    format!("{path}.url"),
-                    "must not contain a password; use password_env or password_file",
-                );
+            } else {
+                no_password_in_url(p, &format!("{path}.url"), url);
             }
         }
         for (field, v) in [("stream", &self.stream), ("consumer", &self.consumer)] {
@@ -128,38 +149,25 @@ impl NatsSourceConfig {
                 "must be a non-empty name without spaces, '.', '*' or '>'",
             );
         }
-        let has_pw = self.password_env.is_some() || self.password_file.is_some();
-        if has_pw && self.username.is_none() {
-            p.push(
-                format!("{path}.username"),
-                "required when a password is given",
-            );
-        }
-        secret::validate_pair(
-            p,
-            path,
-            "password",
-            self.password_env.as_deref(),
-            self.password_file.as_ref(),
-        );
+        self.credentials()
+            .validate(path, UsernameRule::RequiredWithPassword, p);
     }
 
-    /// The JetStream API subject that answers consumer info.
-    pub fn info_subject(&self) -> String {
-        let prefix = match &self.domain {
-            Some(d) => format!("$JS.{d}.API"),
-            None => "$JS.API".to_string(),
-        };
-        format!("{prefix}.CONSUMER.INFO.{}.{}", self.stream, self.consumer)
-    }
-
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         format!(
             "nats jetstream consumer {} on stream {} at {}",
             self.consumer,
             self.stream,
             redact_url(&self.url)
         )
+    }
+
+    async fn build(
+        &self,
+        _clients: &Clients,
+        timeout: Duration,
+    ) -> Result<Arc<dyn QueueSource>, SourceError> {
+        Ok(Arc::new(NatsSource::new(self.clone(), timeout)))
     }
 }
 
@@ -237,10 +245,7 @@ impl NatsSource {
         if self.cfg.url.starts_with("tls://") {
             opts = opts.require_tls(true);
         }
-        let pw = secret::resolve_from_process(
-            self.cfg.password_env.as_deref(),
-            self.cfg.password_file.as_ref(),
-        )?;
+        let pw = self.cfg.credentials().password()?;
         if let Some(user) = &self.cfg.username {
             let pw = pw.map(|p| p.expose().to_string()).unwrap_or_default();
             opts = opts.user_and_password(user.clone(), pw);
@@ -384,15 +389,7 @@ mod tests {
                 Some("s.domain: must be a non-empty name"),
             ),
         ];
-        for (c, want) in cases {
-            let mut p = Problems::default();
-            c.validate("s", &mut p);
-            assert!(!p.to_string().contains("hunter2"), "{p}");
-            match want {
-                None => assert!(p.is_empty(), "{c:?} gave {p}"),
-                Some(w) => assert!(p.to_string().contains(w), "want {w:?}, got {p}"),
-            }
-        }
+        crate::validate::assert_validation_table(&cases, |c, path, p| c.validate(path, p));
     }
 
     #[test]

@@ -22,6 +22,7 @@
 use std::error::Error as _;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -31,11 +32,12 @@ use tokio::sync::Mutex;
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, NoTls};
 
-use crate::config::{Problems, positive_duration};
-use crate::sources::secret::{self, redact_url};
-use crate::sources::{
-    Capabilities, QueueSource, Sample, SourceError, count_from_f64, non_negative,
-};
+use crate::clients::Clients;
+use crate::clients::secret::{Credentials, UsernameRule, redact_url};
+use crate::contract::{Capabilities, QueueSource, Sample, SourceError};
+use crate::sources::SourceSpec;
+use crate::sources::{count_from_f64, non_negative};
+use crate::validate::{Problems, default_true, positive_duration};
 
 /// Column names the multi-column form may return.
 pub const COLUMNS: [&str; 6] = [
@@ -91,9 +93,6 @@ pub struct PostgresSourceConfig {
 fn default_statement_timeout() -> Duration {
     Duration::from_secs(5)
 }
-fn default_true() -> bool {
-    true
-}
 
 /// The column names a query text mentions with `AS <name>` (a best-effort
 /// look used only to say what the source can measure at validation time).
@@ -107,7 +106,23 @@ fn mentions(query: &str, column: &str) -> bool {
 }
 
 impl PostgresSourceConfig {
-    pub fn capabilities(&self) -> Capabilities {
+    /// The credential fields, for their shared rules and reading.
+    pub fn credentials(&self) -> Credentials<'_> {
+        Credentials {
+            username: None,
+            password_env: self.password_env.as_deref(),
+            password_file: self.password_file.as_ref(),
+        }
+    }
+}
+
+#[async_trait]
+impl SourceSpec for PostgresSourceConfig {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn capabilities(&self) -> Capabilities {
         let q = &self.query;
         Capabilities {
             oldest_age: mentions(q, "oldest_age_seconds"),
@@ -119,7 +134,7 @@ impl PostgresSourceConfig {
         }
     }
 
-    pub fn validate(&self, path: &str, p: &mut Problems) {
+    fn validate(&self, path: &str, p: &mut Problems) {
         match tokio_postgres::Config::from_str(&self.connection) {
             Err(e) => p.push(
                 format!("{path}.connection"),
@@ -158,16 +173,10 @@ impl PostgresSourceConfig {
             &format!("{path}.statement_timeout"),
             self.statement_timeout,
         );
-        secret::validate_pair(
-            p,
-            path,
-            "password",
-            self.password_env.as_deref(),
-            self.password_file.as_ref(),
-        );
+        self.credentials().validate(path, UsernameRule::Optional, p);
     }
 
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         let target = tokio_postgres::Config::from_str(&self.connection)
             .map(|c| {
                 let host = match c.get_hosts().first() {
@@ -179,6 +188,14 @@ impl PostgresSourceConfig {
             })
             .unwrap_or_else(|_| "?".to_string());
         format!("postgres query on {target}")
+    }
+
+    async fn build(
+        &self,
+        _clients: &Clients,
+        timeout: Duration,
+    ) -> Result<Arc<dyn QueueSource>, SourceError> {
+        Ok(Arc::new(PostgresSource::new(self.clone(), timeout)))
     }
 }
 
@@ -410,10 +427,7 @@ impl PostgresSource {
             config.application_name("qscale");
         }
         config.connect_timeout(self.timeout);
-        if let Some(pw) = secret::resolve_from_process(
-            self.cfg.password_env.as_deref(),
-            self.cfg.password_file.as_ref(),
-        )? {
+        if let Some(pw) = self.cfg.credentials().password()? {
             config.password(pw.expose());
         }
         let (client, connection) = config
@@ -580,15 +594,7 @@ mod tests {
                 Some("s.statement_timeout: must be greater than 0"),
             ),
         ];
-        for (c, want) in cases {
-            let mut p = Problems::default();
-            c.validate("s", &mut p);
-            assert!(!p.to_string().contains("hunter2"), "{p}");
-            match want {
-                None => assert!(p.is_empty(), "{c:?} gave {p}"),
-                Some(w) => assert!(p.to_string().contains(w), "want {w:?}, got {p}"),
-            }
-        }
+        crate::validate::assert_validation_table(&cases, |c, path, p| c.validate(path, p));
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! with a hint (aggregate with `sum()`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -24,12 +25,13 @@ use hyper::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Problems, http_url};
-use crate::sources::http_client::{self, HttpClient, HttpResponse};
-use crate::sources::secret::{self, redact_url, url_password};
-use crate::sources::{
-    Capabilities, QueueSource, Sample, SourceError, count_from_f64, non_negative,
-};
+use crate::clients::Clients;
+use crate::clients::http::{self as http_client, HttpClient, HttpResponse};
+use crate::clients::secret::{self, Credentials, UsernameRule, redact_url};
+use crate::contract::{Capabilities, QueueSource, Sample, SourceError};
+use crate::sources::SourceSpec;
+use crate::sources::{count_from_f64, non_negative};
+use crate::validate::{Problems, default_true, http_url, no_password_in_url};
 
 /// `source.kind = "prometheus"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -95,12 +97,30 @@ pub struct PrometheusSourceConfig {
     pub count_in_flight: bool,
 }
 
-fn default_true() -> bool {
-    true
+impl PrometheusSourceConfig {
+    /// The credential fields, for their shared rules and reading.
+    pub fn credentials(&self) -> Credentials<'_> {
+        Credentials {
+            username: self.username.as_deref(),
+            password_env: self.password_env.as_deref(),
+            password_file: self.password_file.as_ref(),
+        }
+    }
+
+    /// The instant-query URL for `query`.
+    pub fn query_url(&self, query: &str) -> String {
+        let q: String = percent_encoding::utf8_percent_encode(query, QUERY_VALUE).to_string();
+        format!("{}/api/v1/query?query={q}", self.url.trim_end_matches('/'))
+    }
 }
 
-impl PrometheusSourceConfig {
-    pub fn capabilities(&self) -> Capabilities {
+#[async_trait]
+impl SourceSpec for PrometheusSourceConfig {
+    fn kind(&self) -> &'static str {
+        "prometheus"
+    }
+
+    fn capabilities(&self) -> Capabilities {
         Capabilities {
             oldest_age: self.oldest_age_query.is_some(),
             arrival_rate: self.arrival_rate_query.is_some(),
@@ -111,14 +131,9 @@ impl PrometheusSourceConfig {
         }
     }
 
-    pub fn validate(&self, path: &str, p: &mut Problems) {
+    fn validate(&self, path: &str, p: &mut Problems) {
         http_url(p, &format!("{path}.url"), &redact_url(&self.url));
-        if url_password(&self.url).is_some() {
-            p.push(
-                format!("{path}.url"),
-                "must not contain a password; use password_env or password_file",
-            );
-        }
+        no_password_in_url(p, &format!("{path}.url"), &self.url);
         if self.url.contains("/api/v1") {
             p.push(
                 format!("{path}.url"),
@@ -146,20 +161,9 @@ impl PrometheusSourceConfig {
             self.token_env.as_deref(),
             self.token_file.as_ref(),
         );
-        secret::validate_pair(
-            p,
-            path,
-            "password",
-            self.password_env.as_deref(),
-            self.password_file.as_ref(),
-        );
-        let has_pw = self.password_env.is_some() || self.password_file.is_some();
-        if has_pw != self.username.is_some() {
-            p.push(
-                format!("{path}.username"),
-                "basic authentication needs username and password_env or password_file together",
-            );
-        }
+        let creds = self.credentials();
+        creds.validate(path, UsernameRule::WithPasswordOnly, p);
+        let has_pw = creds.has_password();
         if has_pw && (self.token_env.is_some() || self.token_file.is_some()) {
             p.push(
                 format!("{path}.token_env"),
@@ -168,7 +172,7 @@ impl PrometheusSourceConfig {
         }
     }
 
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         format!(
             "prometheus query {:?} at {}",
             self.query,
@@ -176,10 +180,12 @@ impl PrometheusSourceConfig {
         )
     }
 
-    /// The instant-query URL for `query`.
-    pub fn query_url(&self, query: &str) -> String {
-        let q: String = percent_encoding::utf8_percent_encode(query, QUERY_VALUE).to_string();
-        format!("{}/api/v1/query?query={q}", self.url.trim_end_matches('/'))
+    async fn build(
+        &self,
+        _clients: &Clients,
+        timeout: Duration,
+    ) -> Result<Arc<dyn QueueSource>, SourceError> {
+        Ok(Arc::new(PrometheusSource::new(self.clone(), timeout)))
     }
 }
 
@@ -317,13 +323,7 @@ impl PrometheusSource {
                 http_client::bearer_auth(token.expose().trim())?,
             ));
         }
-        if let (Some(user), Some(pw)) = (
-            &self.cfg.username,
-            secret::resolve_from_process(
-                self.cfg.password_env.as_deref(),
-                self.cfg.password_file.as_ref(),
-            )?,
-        ) {
+        if let (Some(user), Some(pw)) = (&self.cfg.username, self.cfg.credentials().password()?) {
             h.push((AUTHORIZATION, http_client::basic_auth(user, pw.expose())?));
         }
         if let Some(t) = &self.cfg.tenant {
@@ -482,15 +482,7 @@ mod tests {
                 Some("s.token_env: use a bearer token or basic"),
             ),
         ];
-        for (c, want) in cases {
-            let mut p = Problems::default();
-            c.validate("s", &mut p);
-            assert!(!p.to_string().contains("hunter2"), "{p}");
-            match want {
-                None => assert!(p.is_empty(), "{c:?} gave {p}"),
-                Some(w) => assert!(p.to_string().contains(w), "want {w:?}, got {p}"),
-            }
-        }
+        crate::validate::assert_validation_table(&cases, |c, path, p| c.validate(path, p));
     }
 
     #[test]

@@ -20,6 +20,7 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -29,10 +30,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::config::{Problems, http_url};
-use crate::sources::http_client::{self, HttpClient};
-use crate::sources::secret::{self, Secret, redact_url, url_password};
-use crate::sources::{Capabilities, QueueSource, Sample, SourceError};
+use crate::clients::Clients;
+use crate::clients::http::{self as http_client, HttpClient};
+use crate::clients::secret::{Credentials, Secret, UsernameRule, redact_url};
+use crate::contract::{Capabilities, QueueSource, Sample, SourceError};
+use crate::sources::SourceSpec;
+use crate::validate::{Problems, default_true, http_url, no_password_in_url};
 
 /// The note a sample carries when only AMQP is configured.
 pub const AMQP_ONLY_NOTE: &str = "AMQP alone cannot see unacknowledged messages, so in-flight is \
@@ -81,12 +84,34 @@ pub struct RabbitmqSourceConfig {
     pub count_in_flight: bool,
 }
 
-fn default_true() -> bool {
-    true
+impl RabbitmqSourceConfig {
+    /// The credential fields, for their shared rules and reading.
+    pub fn credentials(&self) -> Credentials<'_> {
+        Credentials {
+            username: self.username.as_deref(),
+            password_env: self.password_env.as_deref(),
+            password_file: self.password_file.as_ref(),
+        }
+    }
+
+    /// The vhost in force: `vhost`, else the URL's, else `/`.
+    pub fn effective_vhost(&self) -> String {
+        if let Some(v) = &self.vhost {
+            return v.clone();
+        }
+        AMQPUri::from_str(&self.url)
+            .map(|u| u.vhost)
+            .unwrap_or_else(|_| "/".to_string())
+    }
 }
 
-impl RabbitmqSourceConfig {
-    pub fn capabilities(&self) -> Capabilities {
+#[async_trait]
+impl SourceSpec for RabbitmqSourceConfig {
+    fn kind(&self) -> &'static str {
+        "rabbitmq"
+    }
+
+    fn capabilities(&self) -> Capabilities {
         let mgmt = self.management_url.is_some();
         Capabilities {
             oldest_age: mgmt,
@@ -98,7 +123,7 @@ impl RabbitmqSourceConfig {
         }
     }
 
-    pub fn validate(&self, path: &str, p: &mut Problems) {
+    fn validate(&self, path: &str, p: &mut Problems) {
         if !(self.url.starts_with("amqp://") || self.url.starts_with("amqps://")) {
             p.push(
                 format!("{path}.url"),
@@ -107,12 +132,9 @@ impl RabbitmqSourceConfig {
                     redact_url(&self.url)
                 ),
             );
-        } else if url_password(&self.url).is_some() {
-            p.push(
-                format!("{path}.url"),
-                "must not contain a password; use password_env or password_file",
-            );
-        } else if let Err(e) = AMQPUri::from_str(&self.url) {
+        } else if no_password_in_url(p, &format!("{path}.url"), &self.url)
+            && let Err(e) = AMQPUri::from_str(&self.url)
+        {
             p.push(format!("{path}.url"), format!("cannot be parsed: {e}"));
         }
         if self.queue.is_empty() {
@@ -128,40 +150,14 @@ impl RabbitmqSourceConfig {
                 "must not be empty (the default is \"/\")",
             );
         }
-        if let Some(u) = &self.username
-            && u.is_empty()
-        {
-            p.push(format!("{path}.username"), "must not be empty");
-        }
-        secret::validate_pair(
-            p,
-            path,
-            "password",
-            self.password_env.as_deref(),
-            self.password_file.as_ref(),
-        );
+        self.credentials().validate(path, UsernameRule::Optional, p);
         if let Some(m) = &self.management_url {
             http_url(p, &format!("{path}.management_url"), &redact_url(m));
-            if url_password(m).is_some() {
-                p.push(
-                    format!("{path}.management_url"),
-                    "must not contain a password; use password_env or password_file",
-                );
-            }
+            no_password_in_url(p, &format!("{path}.management_url"), m);
         }
     }
 
-    /// The vhost in force: `vhost`, else the URL's, else `/`.
-    pub fn effective_vhost(&self) -> String {
-        if let Some(v) = &self.vhost {
-            return v.clone();
-        }
-        AMQPUri::from_str(&self.url)
-            .map(|u| u.vhost)
-            .unwrap_or_else(|_| "/".to_string())
-    }
-
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         let host = AMQPUri::from_str(&self.url)
             .map(|u| format!("{}:{}", u.authority.host, u.authority.port))
             .unwrap_or_else(|_| redact_url(&self.url));
@@ -175,6 +171,16 @@ impl RabbitmqSourceConfig {
                 ", AMQP only: in-flight unknown"
             }
         )
+    }
+
+    async fn build(
+        &self,
+        _clients: &Clients,
+        timeout: Duration,
+    ) -> Result<Arc<dyn QueueSource>, SourceError> {
+        // Broker sources connect on their first poll, so a broker that is
+        // down at start-up is an ordinary failed sample, retried each poll.
+        Ok(Arc::new(RabbitmqSource::new(self.clone(), timeout)))
     }
 }
 
@@ -359,10 +365,7 @@ impl RabbitmqSource {
             uri.authority.userinfo.username = u.clone();
         }
         uri.vhost = self.cfg.effective_vhost();
-        let pw = secret::resolve_from_process(
-            self.cfg.password_env.as_deref(),
-            self.cfg.password_file.as_ref(),
-        )?;
+        let pw = self.cfg.credentials().password()?;
         if let Some(pw) = &pw {
             uri.authority.userinfo.password = pw.expose().to_string();
         }
@@ -573,22 +576,13 @@ mod tests {
             ),
             (
                 RabbitmqSourceConfig {
-                    management_url: Some("http://u:secret@rabbit:15672".into()),
+                    management_url: Some("http://u:hunter2@rabbit:15672".into()),
                     ..cfg()
                 },
                 Some("s.management_url: must not contain a password"),
             ),
         ];
-        for (c, want) in cases {
-            let mut p = Problems::default();
-            c.validate("s", &mut p);
-            assert!(!p.to_string().contains("hunter2"), "{p}");
-            assert!(!p.to_string().contains("secret"), "{p}");
-            match want {
-                None => assert!(p.is_empty(), "{c:?} gave {p}"),
-                Some(w) => assert!(p.to_string().contains(w), "want {w:?}, got {p}"),
-            }
-        }
+        crate::validate::assert_validation_table(&cases, |c, path, p| c.validate(path, p));
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! variable or a file, never from the URL.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -28,9 +29,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::config::Problems;
-use crate::sources::secret::{self, redact_url, url_password};
-use crate::sources::{Capabilities, QueueSource, Sample, SourceError};
+use crate::clients::Clients;
+use crate::clients::secret::{Credentials, UsernameRule, redact_url};
+use crate::contract::{Capabilities, QueueSource, Sample, SourceError};
+use crate::sources::SourceSpec;
+use crate::validate::{Problems, default_true, no_password_in_url};
 
 /// How the key is used as a queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
@@ -90,19 +93,31 @@ pub struct RedisSourceConfig {
     pub count_in_flight: bool,
 }
 
-fn default_true() -> bool {
-    true
-}
-
 impl RedisSourceConfig {
+    /// The credential fields, for their shared rules and reading.
+    pub fn credentials(&self) -> Credentials<'_> {
+        Credentials {
+            username: self.username.as_deref(),
+            password_env: self.password_env.as_deref(),
+            password_file: self.password_file.as_ref(),
+        }
+    }
+
     fn measures_in_flight(&self) -> bool {
         match self.mode {
             RedisMode::Stream => true,
             RedisMode::List => self.in_flight_list.is_some(),
         }
     }
+}
 
-    pub fn capabilities(&self) -> Capabilities {
+#[async_trait]
+impl SourceSpec for RedisSourceConfig {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn capabilities(&self) -> Capabilities {
         Capabilities {
             oldest_age: self.mode == RedisMode::Stream,
             arrival_rate: false,
@@ -113,7 +128,7 @@ impl RedisSourceConfig {
         }
     }
 
-    pub fn validate(&self, path: &str, p: &mut Problems) {
+    fn validate(&self, path: &str, p: &mut Problems) {
         if !(self.url.starts_with("redis://") || self.url.starts_with("rediss://")) {
             p.push(
                 format!("{path}.url"),
@@ -122,12 +137,9 @@ impl RedisSourceConfig {
                     redact_url(&self.url)
                 ),
             );
-        } else if url_password(&self.url).is_some() {
-            p.push(
-                format!("{path}.url"),
-                "must not contain a password; use password_env or password_file",
-            );
-        } else if self.url.as_str().into_connection_info().is_err() {
+        } else if no_password_in_url(p, &format!("{path}.url"), &self.url)
+            && self.url.as_str().into_connection_info().is_err()
+        {
             p.push(format!("{path}.url"), "cannot be parsed as a Redis URL");
         }
         if self.key.is_empty() {
@@ -163,16 +175,10 @@ impl RedisSourceConfig {
                 }
             }
         }
-        secret::validate_pair(
-            p,
-            path,
-            "password",
-            self.password_env.as_deref(),
-            self.password_file.as_ref(),
-        );
+        self.credentials().validate(path, UsernameRule::Optional, p);
     }
 
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         let host = self
             .url
             .split_once("://")
@@ -193,6 +199,14 @@ impl RedisSourceConfig {
                 self.group.as_deref().unwrap_or("?")
             ),
         }
+    }
+
+    async fn build(
+        &self,
+        _clients: &Clients,
+        timeout: Duration,
+    ) -> Result<Arc<dyn QueueSource>, SourceError> {
+        Ok(Arc::new(RedisSource::new(self.clone(), timeout)))
     }
 }
 
@@ -409,10 +423,7 @@ impl RedisSource {
         if let Some(u) = &self.cfg.username {
             settings = settings.set_username(u);
         }
-        if let Some(pw) = secret::resolve_from_process(
-            self.cfg.password_env.as_deref(),
-            self.cfg.password_file.as_ref(),
-        )? {
+        if let Some(pw) = self.cfg.credentials().password()? {
             settings = settings.set_password(pw.expose());
         }
         let info = info.set_redis_settings(settings);
@@ -620,15 +631,7 @@ mod tests {
                 Some("s.in_flight_list: must differ from key"),
             ),
         ];
-        for (c, want) in cases {
-            let mut p = Problems::default();
-            c.validate("s", &mut p);
-            assert!(!p.to_string().contains("hunter2"), "{p}");
-            match want {
-                None => assert!(p.is_empty(), "{c:?} gave {p}"),
-                Some(w) => assert!(p.to_string().contains(w), "want {w:?}, got {p}"),
-            }
-        }
+        crate::validate::assert_validation_table(&cases, |c, path, p| c.validate(path, p));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! CloudWatch (`AWS/SQS`), because reading them by receiving messages would
 //! change receive counts and can push messages to a dead-letter queue.
 //! CloudWatch reads go through the process-wide batched reader
-//! ([`crate::sources::cloudwatch`]), so many SQS scalers in one region cost
+//! ([`crate::clients::cloudwatch`]), so many SQS scalers in one region cost
 //! one GetMetricData call per poll. CloudWatch data lags and comes per
 //! minute: the newest datapoint is used, and one older than `max_staleness`
 //! counts as missing (never as zero), with a note saying so.
@@ -15,11 +15,12 @@
 //! the depth, the extra stays unknown, and a note says why.
 //!
 //! Credentials and region come from the standard AWS chain through
-//! [`crate::aws::AwsConfigs`]. moto, the integration-test peer, does not
+//! [`crate::clients::aws::AwsConfigs`]. moto, the integration-test peer, does not
 //! check credentials, so a wrong key is only caught by real AWS (as
 //! `access_denied`); missing credentials are caught locally.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -29,14 +30,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 use tokio::time::{Instant, timeout_at};
 
-use crate::aws::AwsEndpoint;
-use crate::config::{Problems, http_url, positive_duration};
-use crate::shared::Shared;
-use crate::sources::aws_error::{classify, source_error};
-use crate::sources::cloudwatch::{
+use crate::clients::Clients;
+use crate::clients::aws::{AwsEndpoint, valid_region};
+use crate::clients::aws_error::{classify, source_error};
+use crate::clients::cloudwatch::{
     Datapoint, PERIOD, QueueMetrics, Registration, SqsMetric, WINDOW,
 };
-use crate::sources::{Capabilities, QueueSource, Sample, SourceError};
+use crate::contract::{Capabilities, QueueSource, Sample, SourceError};
+use crate::sources::SourceSpec;
+use crate::validate::{Problems, default_true, http_url, positive_duration};
 
 /// `source.kind = "sqs"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -93,25 +95,11 @@ pub struct SqsSourceConfig {
     pub dead_letter_queue_url: Option<String>,
 }
 
-fn default_true() -> bool {
-    true
-}
 fn default_max_staleness() -> Duration {
     Duration::from_secs(300)
 }
 
 impl SqsSourceConfig {
-    pub fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            oldest_age: self.cloudwatch,
-            arrival_rate: self.cloudwatch,
-            in_flight: true,
-            delayed: true,
-            count_in_flight: self.count_in_flight,
-            count_delayed: self.count_delayed,
-        }
-    }
-
     /// The queue name, from `queue_name` or the last path segment of the URL.
     pub fn queue_name(&self) -> Option<String> {
         if let Some(n) = &self.queue_name {
@@ -135,8 +123,26 @@ impl SqsSourceConfig {
             _ => None,
         }
     }
+}
 
-    pub fn validate(&self, path: &str, p: &mut Problems) {
+#[async_trait]
+impl SourceSpec for SqsSourceConfig {
+    fn kind(&self) -> &'static str {
+        "sqs"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            oldest_age: self.cloudwatch,
+            arrival_rate: self.cloudwatch,
+            in_flight: true,
+            delayed: true,
+            count_in_flight: self.count_in_flight,
+            count_delayed: self.count_delayed,
+        }
+    }
+
+    fn validate(&self, path: &str, p: &mut Problems) {
         match (&self.queue_url, &self.queue_name) {
             (None, None) => p.push(format!("{path}.queue_url"), "give queue_url or queue_name"),
             (Some(_), Some(_)) => p.push(
@@ -189,7 +195,7 @@ impl SqsSourceConfig {
         positive_duration(p, &format!("{path}.max_staleness"), self.max_staleness);
     }
 
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         let q = self
             .queue_name()
             .unwrap_or_else(|| "<unnamed queue>".to_string());
@@ -198,6 +204,14 @@ impl SqsSourceConfig {
             d.push_str(" (no CloudWatch)");
         }
         d
+    }
+
+    async fn build(
+        &self,
+        clients: &Clients,
+        timeout: Duration,
+    ) -> Result<Arc<dyn QueueSource>, SourceError> {
+        Ok(Arc::new(SqsSource::build(self, clients, timeout).await?))
     }
 }
 
@@ -243,7 +257,7 @@ pub fn parse_depth(attrs: Option<&HashMap<QueueAttributeName, String>>) -> Resul
                 format!(
                     "attribute {} is {:?}, not a message count",
                     name.as_str(),
-                    crate::sources::aws_error::one_line(v)
+                    crate::clients::error_text::one_line(v)
                 )
             }),
         }
@@ -363,7 +377,7 @@ impl SqsSource {
     /// takes at most `timeout`.
     pub async fn build(
         cfg: &SqsSourceConfig,
-        shared: &Shared,
+        shared: &Clients,
         timeout: Duration,
     ) -> Result<SqsSource, SourceError> {
         let mut problems = Problems::default();
@@ -504,17 +518,6 @@ impl QueueSource for SqsSource {
     }
 }
 
-/// AWS region names: lowercase letters, digits and dashes, with at least two
-/// dashes (`us-east-1`, `us-gov-west-1`, `ap-southeast-4`).
-pub(crate) fn valid_region(r: &str) -> bool {
-    !r.is_empty()
-        && r.len() <= 30
-        && r.split('-').count() >= 3
-        && r.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && r.chars().last().is_some_and(|c| c.is_ascii_digit())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -588,24 +591,7 @@ mod tests {
                 Some("max_staleness: must be greater than 0"),
             ),
         ];
-        for (c, want) in cases {
-            let mut p = Problems::default();
-            c.validate("s", &mut p);
-            match want {
-                None => assert!(p.is_empty(), "{c:?} gave {p}"),
-                Some(w) => assert!(p.to_string().contains(w), "{c:?}: want {w:?}, got {p}"),
-            }
-        }
-    }
-
-    #[test]
-    fn region_names_are_checked_by_shape() {
-        for ok in ["us-east-1", "us-gov-west-1", "ap-southeast-4"] {
-            assert!(valid_region(ok), "{ok}");
-        }
-        for bad in ["", "useast1", "US-EAST-1", "us-east", "eu-west-1 "] {
-            assert!(!valid_region(bad), "{bad}");
-        }
+        crate::validate::assert_validation_table(&cases, |c, path, p| c.validate(path, p));
     }
 
     fn attrs(pairs: &[(QueueAttributeName, &str)]) -> HashMap<QueueAttributeName, String> {
@@ -770,7 +756,7 @@ mod tests {
 
     #[tokio::test]
     async fn building_a_source_from_a_malformed_config_is_a_config_error_not_a_panic() {
-        let shared = Shared::new();
+        let shared = Clients::new();
         let cases = [
             cfg(Some("sqs/jobs"), None),
             cfg(None, None),

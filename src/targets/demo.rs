@@ -2,7 +2,7 @@
 //! (`config/demo.toml`).
 //!
 //! The workers live in the queue of the process-wide
-//! [`crate::simulate::DemoWorld`] that a `source.kind = "demo"` with the same
+//! [`crate::world::DemoWorld`] that a `source.kind = "demo"` with the same
 //! `queue` name fills. Each takes one message at a time and spends
 //! `seconds_per_message` on it; a new replica takes work only after
 //! `startup_delay`, as a real pod would, so the demo shows why scaling late
@@ -15,11 +15,13 @@ use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Problems;
-use crate::simulate::model::WorkerParams;
-use crate::simulate::{DemoQueue, DemoWorld};
-use crate::sources::demo::{default_queue, validate_queue_name};
-use crate::targets::{Replicas, ScaleTarget, TargetError};
+use crate::clients::Clients;
+use crate::contract::{Replicas, ScaleTarget, TargetError};
+use crate::targets::TargetSpec;
+use crate::validate::Problems;
+use crate::world::demo::{default_queue, validate_queue_name};
+use crate::world::model::WorkerParams;
+use crate::world::{DemoQueue, DemoWorld};
 
 /// Longest start-up delay accepted (a typo guard).
 const MAX_STARTUP_DELAY: Duration = Duration::from_secs(3600);
@@ -67,7 +69,35 @@ fn default_initial_replicas() -> u32 {
 }
 
 impl DemoTargetConfig {
-    pub fn validate(&self, path: &str, p: &mut Problems) {
+    /// How these workers behave, in the model's terms.
+    pub fn worker_params(&self) -> WorkerParams {
+        WorkerParams {
+            seconds_per_message: self.seconds_per_message,
+            jitter: self.jitter,
+            startup_delay: self.startup_delay.as_secs_f64(),
+            ..WorkerParams::default()
+        }
+    }
+
+    /// The target, on the queue of `world` named by `queue`.
+    pub fn build_on(&self, world: &DemoWorld) -> DemoTarget {
+        let queue = world.queue(&self.queue);
+        queue.attach_workers(self.worker_params(), self.initial_replicas);
+        DemoTarget { queue }
+    }
+}
+
+#[async_trait]
+impl TargetSpec for DemoTargetConfig {
+    fn kind(&self) -> &'static str {
+        "demo"
+    }
+
+    fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    fn validate(&self, path: &str, p: &mut Problems) {
         validate_queue_name(p, &format!("{path}.queue"), &self.queue);
         if !(self.seconds_per_message.is_finite() && self.seconds_per_message > 0.0) {
             p.push(
@@ -83,7 +113,7 @@ impl DemoTargetConfig {
         }
     }
 
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         let mut d = format!(
             "demo workers on {} ({} s/msg, start-up {})",
             self.queue,
@@ -96,21 +126,12 @@ impl DemoTargetConfig {
         d
     }
 
-    /// How these workers behave, in the model's terms.
-    pub fn worker_params(&self) -> WorkerParams {
-        WorkerParams {
-            seconds_per_message: self.seconds_per_message,
-            jitter: self.jitter,
-            startup_delay: self.startup_delay.as_secs_f64(),
-            ..WorkerParams::default()
-        }
-    }
-
-    /// The target, on the queue of `world` named by `queue`.
-    pub fn build(&self, world: &DemoWorld) -> DemoTarget {
-        let queue = world.queue(&self.queue);
-        queue.attach_workers(self.worker_params(), self.initial_replicas);
-        DemoTarget { queue }
+    async fn build(
+        &self,
+        clients: &Clients,
+        _timeout: Duration,
+    ) -> Result<Arc<dyn ScaleTarget>, TargetError> {
+        Ok(Arc::new(self.build_on(&clients.demo)))
     }
 }
 
@@ -160,45 +181,38 @@ mod tests {
                     queue: "".into(),
                     ..cfg()
                 },
-                Some("t.queue: must be 1-64"),
+                Some("s.queue: must be 1-64"),
             ),
             (
                 DemoTargetConfig {
                     seconds_per_message: 0.0,
                     ..cfg()
                 },
-                Some("t.seconds_per_message: must be a number > 0"),
+                Some("s.seconds_per_message: must be a number > 0"),
             ),
             (
                 DemoTargetConfig {
                     seconds_per_message: f64::NAN,
                     ..cfg()
                 },
-                Some("t.seconds_per_message"),
+                Some("s.seconds_per_message"),
             ),
             (
                 DemoTargetConfig {
                     jitter: 1.5,
                     ..cfg()
                 },
-                Some("t.jitter: must be >= 0 and <= 1"),
+                Some("s.jitter: must be >= 0 and <= 1"),
             ),
             (
                 DemoTargetConfig {
                     startup_delay: Duration::from_secs(7200),
                     ..cfg()
                 },
-                Some("t.startup_delay: must be at most 1h"),
+                Some("s.startup_delay: must be at most 1h"),
             ),
         ];
-        for (c, want) in cases {
-            let mut p = Problems::default();
-            c.validate("t", &mut p);
-            match want {
-                None => assert!(p.is_empty(), "{c:?} gave {p}"),
-                Some(w) => assert!(p.to_string().contains(w), "{c:?}: want {w:?}, got {p}"),
-            }
-        }
+        crate::validate::assert_validation_table(&cases, |c, path, p| c.validate(path, p));
     }
 
     #[tokio::test]
@@ -206,7 +220,7 @@ mod tests {
         let world = DemoWorld::new();
         let t0 = tokio::time::Instant::now();
         let q = world.queue_at("demo", t0);
-        let t = cfg().build(&world);
+        let t = cfg().build_on(&world);
         assert_eq!(t.current().await.unwrap(), Replicas::new(1, Some(1)));
         t.set_replicas(4).await.unwrap();
         let now = t.current().await.unwrap();

@@ -3,7 +3,7 @@
 //! Reads use `DescribeServices` (desired, running and pending counts) and
 //! writes use `UpdateService` with only `desiredCount` set, so qscale never
 //! touches the task definition or deployment settings. The SDK config comes
-//! from [`crate::aws::AwsConfigs`] (shared credential chain, ring-only TLS,
+//! from [`crate::clients::aws::AwsConfigs`] (shared credential chain, ring-only TLS,
 //! bounded timeouts and standard retries, throttling included).
 //!
 //! ECS has no optimistic concurrency on `desiredCount`, so unlike the
@@ -14,6 +14,7 @@
 //! that lives in another cluster looks like. That is mapped to `not_found`,
 //! as is a deleted (`INACTIVE`) service.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,11 +23,13 @@ use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::aws::AwsEndpoint;
-use crate::config::{Problems, http_url};
-use crate::shared::Shared;
-use crate::sources::sqs::valid_region;
-use crate::targets::{Replicas, ScaleTarget, TargetError};
+use crate::clients::Clients;
+use crate::clients::aws::AwsEndpoint;
+use crate::clients::aws::valid_region;
+use crate::clients::error_text::chain;
+use crate::contract::{Replicas, ScaleTarget, TargetError};
+use crate::targets::TargetSpec;
+use crate::validate::{Problems, http_url};
 
 /// `target.kind = "ecs"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -51,8 +54,17 @@ pub struct EcsTargetConfig {
     pub dry_run: bool,
 }
 
-impl EcsTargetConfig {
-    pub fn validate(&self, path: &str, p: &mut Problems) {
+#[async_trait]
+impl TargetSpec for EcsTargetConfig {
+    fn kind(&self) -> &'static str {
+        "ecs"
+    }
+
+    fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    fn validate(&self, path: &str, p: &mut Problems) {
         if self.cluster.trim().is_empty() {
             p.push(format!("{path}.cluster"), "must not be empty");
         }
@@ -72,12 +84,20 @@ impl EcsTargetConfig {
         }
     }
 
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         let mut d = format!("ecs service {}/{}", self.cluster, self.service);
         if self.dry_run {
             d.push_str(" (dry run)");
         }
         d
+    }
+
+    async fn build(
+        &self,
+        clients: &Clients,
+        timeout: Duration,
+    ) -> Result<Arc<dyn ScaleTarget>, TargetError> {
+        Ok(Arc::new(EcsTarget::build(self, clients, timeout).await?))
     }
 }
 
@@ -105,7 +125,7 @@ impl EcsTarget {
     /// Every read or write gives up after `timeout`, retries included.
     pub async fn build(
         cfg: &EcsTargetConfig,
-        shared: &Shared,
+        shared: &Clients,
         timeout: Duration,
     ) -> Result<EcsTarget, TargetError> {
         Self::check(cfg, timeout)?;
@@ -255,13 +275,13 @@ impl EcsTarget {
             SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
                 return TargetError::Unavailable(format!(
                     "cannot reach ECS for {op} on {svc}: {}; check the endpoint and network",
-                    error_chain(&err)
+                    chain(&err)
                 ));
             }
             SdkError::ConstructionFailure(_) => {
                 return TargetError::Invalid(format!(
                     "cannot build the {op} request for {svc}: {}; check credentials and region",
-                    error_chain(&err)
+                    chain(&err)
                 ));
             }
             _ => {}
@@ -312,11 +332,7 @@ impl EcsTarget {
                 } else {
                     code
                 },
-                if msg.is_empty() {
-                    error_chain(&err)
-                } else {
-                    msg
-                }
+                if msg.is_empty() { chain(&err) } else { msg }
             )),
         }
     }
@@ -336,20 +352,4 @@ impl ScaleTarget for EcsTarget {
     async fn set_replicas(&self, n: u32) -> Result<(), TargetError> {
         self.write(n).await
     }
-}
-
-/// An error and its sources on one line: the SDK's top-level text
-/// ("dispatch failure") hides the cause ("connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let t = s.to_string();
-        if !out.contains(&t) {
-            out.push_str(": ");
-            out.push_str(&t);
-        }
-        src = s.source();
-    }
-    out.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -20,22 +20,22 @@
 //! after a 409. Every failure maps to one [`TargetError`] whose text says
 //! what to fix.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use http::{Method, StatusCode};
 use kube::client::Body;
-use kube::config::KubeConfigOptions;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::config::Problems;
-use crate::shared::Shared;
-use crate::targets::{Replicas, ScaleTarget, TargetError};
+use crate::clients::Clients;
+use crate::clients::error_text::{chain, one_line};
+use crate::contract::{Replicas, ScaleTarget, TargetError};
+use crate::targets::TargetSpec;
+use crate::validate::Problems;
 
 /// The annotation that pauses qscale for one object: set it to `"true"` on
 /// the Deployment (or other object) to stop qscale from resizing it while it
@@ -148,8 +148,19 @@ impl KubernetesTargetConfig {
             }
         }
     }
+}
 
-    pub fn validate(&self, path: &str, p: &mut Problems) {
+#[async_trait]
+impl TargetSpec for KubernetesTargetConfig {
+    fn kind(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    fn validate(&self, path: &str, p: &mut Problems) {
         if !dns_label(&self.namespace) {
             p.push(
                 format!("{path}.namespace"),
@@ -167,12 +178,22 @@ impl KubernetesTargetConfig {
         }
     }
 
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         let mut d = format!("{} {}/{}", self.resource, self.namespace, self.name);
         if self.dry_run {
             d.push_str(" (dry run)");
         }
         d
+    }
+
+    async fn build(
+        &self,
+        clients: &Clients,
+        timeout: Duration,
+    ) -> Result<Arc<dyn ScaleTarget>, TargetError> {
+        Ok(Arc::new(
+            KubernetesTarget::build(self, clients, timeout).await?,
+        ))
     }
 }
 
@@ -187,84 +208,6 @@ fn dns_label(s: &str) -> bool {
 
 fn dns_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(dns_label)
-}
-
-// ------------------------------------------------------------- clients ---
-
-/// Kubernetes clients shared by every scaler of the process, one per
-/// kubeconfig context (`None`: the current context or in-cluster config).
-///
-/// Loading a kubeconfig can run exec plugins and a client holds a
-/// connection pool, so scalers that target the same cluster share one.
-#[derive(Clone, Default)]
-pub struct KubeClients {
-    inner: Arc<tokio::sync::Mutex<HashMap<Option<String>, kube::Client>>>,
-}
-
-impl KubeClients {
-    pub fn new() -> KubeClients {
-        KubeClients::default()
-    }
-
-    /// The client for `context`, loaded on first use the way kube-rs finds
-    /// configuration: `$KUBECONFIG` or `~/.kube/config`, else the in-cluster
-    /// service account when `context` is `None`.
-    pub async fn get(&self, context: Option<&str>) -> Result<kube::Client, TargetError> {
-        let key = context.map(str::to_string);
-        let mut map = self.inner.lock().await;
-        if let Some(c) = map.get(&key) {
-            return Ok(c.clone());
-        }
-        let client = client_from_config(load_config(context).await?)?;
-        map.insert(key, client.clone());
-        Ok(client)
-    }
-
-    /// Use `client` for `context` from now on (tests, or an embedding
-    /// program that built its own client).
-    pub async fn insert(&self, context: Option<&str>, client: kube::Client) {
-        self.inner
-            .lock()
-            .await
-            .insert(context.map(str::to_string), client);
-    }
-}
-
-/// Load the client configuration for `context` as kube-rs does.
-pub async fn load_config(context: Option<&str>) -> Result<kube::Config, TargetError> {
-    match context {
-        None => kube::Config::infer().await.map_err(|e| {
-            TargetError::Invalid(format!(
-                "no Kubernetes configuration found ({e}): set KUBECONFIG, create ~/.kube/config, \
-                 or run qscale in a pod with a service account"
-            ))
-        }),
-        Some(ctx) => {
-            let options = KubeConfigOptions {
-                context: Some(ctx.to_string()),
-                ..KubeConfigOptions::default()
-            };
-            kube::Config::from_kubeconfig(&options).await.map_err(|e| {
-                TargetError::Invalid(format!(
-                    "cannot load kubeconfig context {ctx:?} ({e}): check target.context and \
-                     KUBECONFIG"
-                ))
-            })
-        }
-    }
-}
-
-/// Build a client from `config` with kube's own retry layer turned off:
-/// [`KubernetesTarget`] retries itself within its timeout, and two nested
-/// retry loops would multiply attempts and overrun it.
-pub fn client_from_config(mut config: kube::Config) -> Result<kube::Client, TargetError> {
-    config.default_retry = false;
-    let url = config.cluster_url.to_string();
-    kube::Client::try_from(config).map_err(|e| {
-        TargetError::Invalid(format!(
-            "cannot build a Kubernetes client for {url}: {e}; check the kubeconfig"
-        ))
-    })
 }
 
 // -------------------------------------------------------------- target ---
@@ -375,7 +318,7 @@ impl KubernetesTarget {
     /// included.
     pub async fn build(
         cfg: &KubernetesTargetConfig,
-        shared: &Shared,
+        shared: &Clients,
         timeout: Duration,
     ) -> Result<KubernetesTarget, TargetError> {
         // Validate before loading a kubeconfig, so a typo is reported as
@@ -749,7 +692,7 @@ impl KubernetesTarget {
                     error: TargetError::Unavailable(format!(
                         "cannot reach the API server for {self}: {}; check the network path \
                          and the API server",
-                        one_line(&error_chain(&e))
+                        chain(&e)
                     )),
                     after: None,
                     // The request may have been sent before the connection
@@ -771,7 +714,7 @@ impl KubernetesTarget {
                 return Attempt::Retry {
                     error: TargetError::Unavailable(format!(
                         "the API server cut off its answer for {self}: {}",
-                        one_line(&error_chain(&e))
+                        chain(&e)
                     )),
                     after: None,
                     ambiguous: true,
@@ -1087,26 +1030,6 @@ fn status_message(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let line = one_line(&text);
     line.chars().take(200).collect()
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// An error and its sources, so "connection reset" is not hidden behind
-/// "ServiceError: client error (SendRequest)".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let t = s.to_string();
-        if !out.contains(&t) {
-            out.push_str(": ");
-            out.push_str(&t);
-        }
-        src = s.source();
-    }
-    out
 }
 
 /// Spread retries of many scalers so they do not hit the server in step.

@@ -15,85 +15,9 @@ use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Problems;
-use crate::shared::Shared;
-
-/// The replica state of a target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-pub struct Replicas {
-    /// What the target is asked to run (`spec.replicas`, ECS `desiredCount`).
-    pub desired: u32,
-    /// How many are ready/running, when the target reports it.
-    pub ready: Option<u32>,
-}
-
-impl Replicas {
-    pub fn new(desired: u32, ready: Option<u32>) -> Replicas {
-        Replicas { desired, ready }
-    }
-}
-
-/// Something whose replica count qscale can read and set.
-#[async_trait]
-pub trait ScaleTarget: Send + Sync {
-    /// Equal to the target's config tag; the `target` metric label.
-    fn kind(&self) -> &'static str;
-    /// Read the current replica state.
-    async fn current(&self) -> Result<Replicas, TargetError>;
-    /// Ask for `n` replicas.
-    async fn set_replicas(&self, n: u32) -> Result<(), TargetError>;
-    /// Whether the target itself asks qscale to pause (for Kubernetes, the
-    /// `qscale.io/paused: "true"` annotation). Targets without such a
-    /// switch are never paused by it.
-    async fn paused(&self) -> Result<bool, TargetError> {
-        Ok(false)
-    }
-    /// Other autoscalers that also resize this target (for Kubernetes, HPAs
-    /// and KEDA ScaledObjects), one warning line each. Two controllers
-    /// fighting over one replica count is the most common production
-    /// mistake, so the daemon logs these loudly at start.
-    async fn conflicts(&self) -> Result<Vec<String>, TargetError> {
-        Ok(vec![])
-    }
-}
-
-/// Why reading or writing a target failed. One line that says what to fix.
-#[derive(Debug, Clone, thiserror::Error, PartialEq)]
-pub enum TargetError {
-    #[error("conflict: {0}")]
-    Conflict(String),
-    /// The message names the missing permission and how to grant it.
-    #[error("forbidden: {0}")]
-    Forbidden(String),
-    #[error("not found: {0}")]
-    NotFound(String),
-    #[error("throttled by the API: {0}")]
-    Throttled(String),
-    #[error(
-        "timed out after {0:?}, retries included: check that the API answers, or raise \
-         defaults.actuate_timeout"
-    )]
-    Timeout(Duration),
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    #[error("invalid: {0}")]
-    Invalid(String),
-}
-
-impl TargetError {
-    /// The bounded `error` label of `qscale_target_errors_total`.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            TargetError::Conflict(_) => "conflict",
-            TargetError::Forbidden(_) => "forbidden",
-            TargetError::NotFound(_) => "not_found",
-            TargetError::Throttled(_) => "throttled",
-            TargetError::Timeout(_) => "timeout",
-            TargetError::Unavailable(_) => "unavailable",
-            TargetError::Invalid(_) => "invalid",
-        }
-    }
-}
+use crate::clients::Clients;
+use crate::contract::{ScaleTarget, TargetError};
+use crate::validate::Problems;
 
 /// The `target` table of a scaler; `kind` picks the variant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -110,56 +34,70 @@ pub enum TargetConfig {
 }
 
 impl TargetConfig {
+    /// The variant's own config table, behind the one trait every target
+    /// implements. This is the only `match` over the variants: adding a
+    /// target is a file, a variant and its arm here.
+    pub fn spec(&self) -> &dyn TargetSpec {
+        match self {
+            TargetConfig::Kubernetes(c) => c,
+            TargetConfig::Ecs(c) => c,
+            TargetConfig::Demo(c) => c,
+        }
+    }
+
     /// The config tag, also the `target` metric label.
     pub fn kind(&self) -> &'static str {
-        match self {
-            TargetConfig::Kubernetes(_) => "kubernetes",
-            TargetConfig::Ecs(_) => "ecs",
-            TargetConfig::Demo(_) => "demo",
-        }
+        self.spec().kind()
     }
 
     /// Decide and report, never write.
     pub fn dry_run(&self) -> bool {
-        match self {
-            TargetConfig::Kubernetes(c) => c.dry_run,
-            TargetConfig::Ecs(c) => c.dry_run,
-            TargetConfig::Demo(c) => c.dry_run,
-        }
+        self.spec().dry_run()
     }
 
+    /// Add every problem of this table to `p`, under `path`.
     pub fn validate(&self, path: &str, p: &mut Problems) {
-        match self {
-            TargetConfig::Kubernetes(c) => c.validate(path, p),
-            TargetConfig::Ecs(c) => c.validate(path, p),
-            TargetConfig::Demo(c) => c.validate(path, p),
-        }
+        self.spec().validate(path, p)
     }
 
-    /// Build the target: load or reuse its client from `shared`. Every read
-    /// or write of the built target gives up after `timeout`, retries
-    /// included. `dry_run` is not applied here: the caller decides whether
-    /// to call `set_replicas`.
+    /// Build the target (see [`TargetSpec::build`]).
     pub async fn build(
         &self,
-        shared: &Shared,
+        clients: &Clients,
         timeout: Duration,
     ) -> Result<Arc<dyn ScaleTarget>, TargetError> {
-        Ok(match self {
-            TargetConfig::Kubernetes(c) => {
-                Arc::new(kubernetes::KubernetesTarget::build(c, shared, timeout).await?)
-            }
-            TargetConfig::Ecs(c) => Arc::new(ecs::EcsTarget::build(c, shared, timeout).await?),
-            TargetConfig::Demo(c) => Arc::new(c.build(&shared.demo)),
-        })
+        self.spec().build(clients, timeout).await
     }
 
     /// A one-line description for `qscale check`.
     pub fn describe(&self) -> String {
-        match self {
-            TargetConfig::Kubernetes(c) => c.describe(),
-            TargetConfig::Ecs(c) => c.describe(),
-            TargetConfig::Demo(c) => c.describe(),
-        }
+        self.spec().describe()
     }
+}
+
+/// What every target's config table provides, implemented beside its serde
+/// type in the target's own file.
+#[async_trait]
+pub trait TargetSpec: Send + Sync {
+    /// The config tag (`kind = "..."`), also the `target` metric label.
+    fn kind(&self) -> &'static str;
+
+    /// Decide and report, never write.
+    fn dry_run(&self) -> bool;
+
+    /// Add every problem of this table to `p`, under `path`.
+    fn validate(&self, path: &str, p: &mut Problems);
+
+    /// A one-line description for `qscale check`.
+    fn describe(&self) -> String;
+
+    /// Build the target: load or reuse its client from `clients`. Every
+    /// read or write of the built target gives up after `timeout`, retries
+    /// included. `dry_run` is not applied here: the caller decides whether
+    /// to call `set_replicas`.
+    async fn build(
+        &self,
+        clients: &Clients,
+        timeout: Duration,
+    ) -> Result<Arc<dyn ScaleTarget>, TargetError>;
 }

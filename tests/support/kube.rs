@@ -20,7 +20,8 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use qscale::targets::kubernetes::{KubernetesTargetConfig, client_from_config};
+use qscale::clients::kube::client_from_config;
+use qscale::targets::kubernetes::KubernetesTargetConfig;
 use serde_json::{Value, json};
 
 pub const DEFAULT_KUBECONFIG: &str = "/tmp/qscale-kube/kubeconfig";

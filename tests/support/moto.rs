@@ -22,8 +22,8 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
 use aws_smithy_types::DateTime;
-use qscale::aws::{AwsConfigs, AwsEndpoint};
-use qscale::shared::Shared;
+use qscale::clients::Clients;
+use qscale::clients::aws::{AwsConfigs, AwsEndpoint};
 use qscale::sources::sqs::SqsSourceConfig;
 
 pub const DEFAULT_URL: &str = "http://127.0.0.1:5000";
@@ -74,10 +74,10 @@ pub fn credentials() -> SharedCredentialsProvider {
 
 /// Fresh process-wide state with test credentials, so CloudWatch call
 /// counters start at zero for each test.
-pub fn shared() -> Shared {
-    Shared {
+pub fn shared() -> Clients {
+    Clients {
         aws: AwsConfigs::with_credentials(credentials()),
-        ..Shared::default()
+        ..Clients::default()
     }
 }
 

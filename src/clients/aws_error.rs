@@ -19,11 +19,8 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use crate::sources::SourceError;
-
-/// Longest peer-provided text kept in an error line; an HTML page or a
-/// stack trace must not end up in a log line or a /status field whole.
-const MAX_DETAIL: usize = 240;
+use crate::clients::error_text::{chain, one_line};
+use crate::contract::SourceError;
 
 /// What went wrong with one AWS call, independent of the SDK's types.
 #[derive(Debug, Clone, PartialEq)]
@@ -206,40 +203,6 @@ fn find_in_chain<'a, T: Error + 'static>(err: &'a (dyn Error + 'static)) -> Opti
         cur = e.source();
     }
     None
-}
-
-/// The messages of `err` and its sources joined with `: `, skipping a
-/// message its predecessor already contains (wrappers often repeat their
-/// cause), on one short line. Unlike `DisplayErrorContext` it leaves out
-/// the `Debug` dump, which is noise in a log line.
-fn chain(err: &(dyn Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        let msg = e.to_string();
-        if !msg.is_empty() && !parts.last().is_some_and(|p| p.contains(&msg)) {
-            parts.push(msg);
-        }
-        cur = e.source();
-    }
-    one_line(&parts.join(": "))
-}
-
-/// Collapse whitespace to single spaces and cut long peer text, so every
-/// error stays one readable line.
-pub(crate) fn one_line(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().min(MAX_DETAIL + 1));
-    for word in s.split_whitespace() {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(word);
-        if out.chars().count() > MAX_DETAIL {
-            let cut: String = out.chars().take(MAX_DETAIL).collect();
-            return format!("{cut}…");
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -488,14 +451,5 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("DispatchFailure {"), "{e}");
-    }
-
-    #[test]
-    fn peer_text_is_kept_to_one_short_line() {
-        assert_eq!(one_line("a\n  b\tc"), "a b c");
-        let long = "x ".repeat(1000);
-        let cut = one_line(&long);
-        assert!(cut.chars().count() <= MAX_DETAIL + 1, "{}", cut.len());
-        assert!(cut.ends_with('…'));
     }
 }

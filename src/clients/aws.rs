@@ -106,3 +106,29 @@ async fn load_with(
     }
     loader.load().await
 }
+
+/// AWS region names: lowercase letters, digits and dashes, with at least two
+/// dashes (`us-east-1`, `us-gov-west-1`, `ap-southeast-4`).
+pub fn valid_region(r: &str) -> bool {
+    !r.is_empty()
+        && r.len() <= 30
+        && r.split('-').count() >= 3
+        && r.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && r.chars().last().is_some_and(|c| c.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_names_are_checked_by_shape() {
+        for ok in ["us-east-1", "us-gov-west-1", "ap-southeast-4"] {
+            assert!(valid_region(ok), "{ok}");
+        }
+        for bad in ["", "useast1", "US-EAST-1", "us-east", "eu-west-1 "] {
+            assert!(!valid_region(bad), "{bad}");
+        }
+    }
+}

@@ -18,8 +18,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::sources::SourceError;
-use crate::sources::secret::redact_url;
+use crate::clients::secret::redact_url;
+use crate::contract::SourceError;
 
 /// Largest response body read; an API answer for one queue or one instant
 /// query is a few KiB, so anything bigger is a mistake (a wrong URL serving

@@ -14,8 +14,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::config::Problems;
-use crate::sources::SourceError;
+use crate::contract::SourceError;
+use crate::validate::Problems;
 
 /// A password or token. `Debug` and `Display` never show the value.
 #[derive(Clone, PartialEq, Eq)]
@@ -123,13 +123,67 @@ pub fn validate_pair(
     }
 }
 
-/// The password part of a URL's userinfo, if any (`scheme://user:pw@host`).
-pub fn url_password(url: &str) -> Option<&str> {
-    let (_, rest) = url.split_once("://")?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let (userinfo, _) = authority.rsplit_once('@')?;
-    let (_, pw) = userinfo.split_once(':')?;
-    Some(pw)
+/// What a broker source's flat credential fields say: `username`,
+/// `password_env` and `password_file`. Each broker config keeps these as
+/// plain fields (serde's `flatten` would silently break
+/// `deny_unknown_fields`) and lends them out through this view, so the
+/// rules and the reading of a password are written once.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    pub username: Option<&'a str>,
+    pub password_env: Option<&'a str>,
+    pub password_file: Option<&'a PathBuf>,
+}
+
+/// How a broker treats the user name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsernameRule {
+    /// Optional either way (Redis ACL users, AMQP).
+    Optional,
+    /// Needed as soon as a password is given (NATS user/password auth).
+    RequiredWithPassword,
+    /// Both or neither (HTTP basic authentication).
+    WithPasswordOnly,
+}
+
+impl Credentials<'_> {
+    /// Whether a password source is configured.
+    pub fn has_password(&self) -> bool {
+        self.password_env.is_some() || self.password_file.is_some()
+    }
+
+    /// Add every problem of these fields to `p`, under `path`.
+    pub fn validate(&self, path: &str, rule: UsernameRule, p: &mut Problems) {
+        if self.username.is_some_and(str::is_empty) {
+            p.push(format!("{path}.username"), "must not be empty");
+        }
+        match rule {
+            UsernameRule::Optional => {}
+            UsernameRule::RequiredWithPassword => {
+                if self.has_password() && self.username.is_none() {
+                    p.push(
+                        format!("{path}.username"),
+                        "required when a password is given",
+                    );
+                }
+            }
+            UsernameRule::WithPasswordOnly => {
+                if self.has_password() != self.username.is_some() {
+                    p.push(
+                        format!("{path}.username"),
+                        "basic authentication needs username and password_env or password_file together",
+                    );
+                }
+            }
+        }
+        validate_pair(p, path, "password", self.password_env, self.password_file);
+    }
+
+    /// Read the password now (at every connect, so a rotated Secret takes
+    /// effect on the next reconnect).
+    pub fn password(&self) -> Result<Option<Secret>, SourceError> {
+        resolve_from_process(self.password_env, self.password_file)
+    }
 }
 
 /// `url` with any password in its userinfo replaced by `***`, for errors,
@@ -183,13 +237,6 @@ mod tests {
         for (url, want) in cases {
             assert_eq!(redact_url(url), want, "{url}");
         }
-    }
-
-    #[test]
-    fn url_password_finds_only_the_userinfo_password() {
-        assert_eq!(url_password("amqp://u:p@h/v"), Some("p"));
-        assert_eq!(url_password("amqp://u@h/v"), None);
-        assert_eq!(url_password("http://h/a:b@c"), None);
     }
 
     #[test]

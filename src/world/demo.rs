@@ -4,8 +4,8 @@
 //! (control loop, metrics, /status, logs) on a laptop with no cloud account.
 //! Both sides of a scaler must see the *same* queue: the source samples it,
 //! the target resizes the workers that drain it. They meet here, in a
-//! registry keyed by the queue name that lives in [`crate::shared::Shared`]
-//! (one per process), so building the source and the target in any order,
+//! registry keyed by the queue name, one per process (the daemon keeps it
+//! with its other process-wide clients), so building the source and the target in any order,
 //! or rebuilding them on a config reload, finds the same queue.
 //!
 //! Each queue is the simulator's [`Model`], advanced lazily: whenever
@@ -22,6 +22,24 @@ use tokio::time::Instant;
 
 use super::model::{Model, Observation, WorkerParams};
 use super::trace::{Arrivals, Pattern};
+use crate::validate::Problems;
+
+/// The queue name demo sources and targets use unless told otherwise.
+pub fn default_queue() -> String {
+    "demo".to_string()
+}
+
+/// A demo queue name: what a metric label and a log line can carry as is.
+pub fn validate_queue_name(p: &mut Problems, path: &str, name: &str) {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        p.push(path, "must be 1-64 letters, digits, '-', '_' or '.'");
+    }
+}
 
 /// All demo queues of the process, by name. Cheap to clone (shared inside).
 #[derive(Clone, Default)]

@@ -6,7 +6,7 @@
 //! GetMetricData is billed per metric and throttled per account, and KEDA
 //! makes one call per scaler; qscale instead keeps one [`CloudWatchReader`]
 //! per (region, endpoint) in [`CloudWatchReaders`] (held by
-//! [`crate::shared::Shared`]). Sources [`register`](CloudWatchReader::register)
+//! [`crate::clients::Clients`]). Sources [`register`](CloudWatchReader::register)
 //! their queue names when they are built; a sample asks its
 //! [`Registration`] for the newest datapoints of its queue, and the reader
 //! answers from a snapshot that it refreshes at most once per `refresh`
@@ -38,8 +38,8 @@ use aws_smithy_types::DateTime;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::sources::SourceError;
-use crate::sources::aws_error::{classify, source_error};
+use crate::clients::aws_error::{classify, source_error};
+use crate::contract::SourceError;
 
 /// CloudWatch's limit of queries in one GetMetricData call.
 pub const MAX_QUERIES_PER_CALL: usize = 500;
