@@ -4,7 +4,9 @@
 # Starts the real peers the integration tests talk to (moto for SQS,
 # CloudWatch and ECS; a real kube-apiserver + etcd; see scripts/peers.sh;
 # RabbitMQ, Redis, NATS and PostgreSQL; see scripts/brokers.sh),
-# then checks formatting and lints, then runs every test.
+# then checks formatting and lints, then runs every test (among them
+# tests/layering.rs, which fails when a module imports a layer above it;
+# see docs/architecture.md).
 # Usage: bash scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -6,22 +6,26 @@
 //! subresource, or an ECS service). It exports Prometheus metrics and
 //! explains every decision.
 //!
-//! Module map (see DESIGN.md for the data flow):
-//! - [`config`]: the configuration file, loading with environment overrides,
-//!   and validation that names every problem by its field path;
-//! - [`policy`]: the pure decision function and its state;
-//! - [`sources`]: queue sources and the [`sources::Sample`] they produce;
-//! - [`targets`]: scale targets and their [`targets::Replicas`];
-//! - [`control_loop`]: one task per scaler and the daemon that supervises
-//!   them (reload, shutdown);
-//! - [`metrics`]: every Prometheus metric, registered in one place;
-//! - [`http`]: /metrics, /healthz, /readyz, /status;
-//! - [`status`]: what each scaler last saw and decided;
-//! - [`aws`] and [`shared`]: clients shared by all scalers of a process;
-//! - [`simulate`]: the queue-and-workers model that replays a trace
-//!   through the real policy (`qscale simulate`), the HPA baseline it is
-//!   compared with, and the demo world behind the `demo` source and target;
-//! - [`cli`]: the command-line interface that `main.rs` calls.
+//! The crate is built in layers; a module uses only layers below it
+//! (docs/architecture.md draws them with the data flow, and
+//! `tests/layering.rs` checks every import against them). Bottom up:
+//!
+//! 0. the shared vocabulary, importing nothing else of the crate:
+//!    [`validate`] (`Problems`, the checks several tables share),
+//!    [`contract`] (`Sample`, `Replicas`, the source and target traits and
+//!    their errors) and [`world`] (the simulated queue and workers, traces,
+//!    the demo world);
+//! 1. [`clients`] (AWS, CloudWatch, Kubernetes, HTTP, secrets: built once
+//!    per process) and [`policy`] (the pure decision, time passed in);
+//! 2. the adapters: [`sources`] and [`targets`], one file per kind;
+//! 3. [`config`] (the file, env overrides, validation), [`metrics`] (every
+//!    Prometheus metric) and [`status`] (what each scaler saw and decided);
+//! 4. the daemon: [`control_loop`] (one task per scaler, reload, shutdown),
+//!    [`leader`] (Lease election and sharding) and [`http`] (/metrics,
+//!    /healthz, /readyz, /status);
+//! 5. the commands: [`run`] (`qscale run`, `qscale once`), [`simulate`]
+//!    (`qscale simulate`: the policy against an HPA baseline on a trace) and
+//!    [`cli`], which `main.rs` calls.
 
 pub mod cli;
 pub mod clients;

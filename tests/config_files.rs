@@ -238,3 +238,111 @@ fn version_flag_prints_the_crate_version() {
     assert_eq!(code, 0);
     assert_eq!(out.trim(), format!("qscale {}", qscale::VERSION));
 }
+
+/// Every source and target kind the schema offers, with a minimal table.
+/// A new kind gets a row here; the test below fails until it has one.
+const SOURCE_KINDS: &[(&str, &str)] = &[
+    (
+        "sqs",
+        r#"queue_url = "https://sqs.us-east-1.amazonaws.com/123456789012/q""#,
+    ),
+    ("demo", r#"pattern = "constant:rate=1""#),
+    (
+        "rabbitmq",
+        r#"url = "amqp://127.0.0.1:5672"
+queue = "q""#,
+    ),
+    (
+        "redis",
+        r#"url = "redis://127.0.0.1:6379"
+key = "q""#,
+    ),
+    (
+        "nats",
+        r#"url = "nats://127.0.0.1:4222"
+stream = "s"
+consumer = "c""#,
+    ),
+    (
+        "postgres",
+        r#"connection = "host=127.0.0.1 user=u dbname=d"
+query = "SELECT count(*) AS visible FROM jobs""#,
+    ),
+    (
+        "prometheus",
+        r#"url = "http://127.0.0.1:9090"
+query = "sum(x)""#,
+    ),
+];
+const TARGET_KINDS: &[(&str, &str)] = &[
+    ("kubernetes", r#"name = "w""#),
+    (
+        "ecs",
+        r#"cluster = "c"
+service = "s""#,
+    ),
+    ("demo", ""),
+];
+
+/// The `kind` values the JSON Schema lists for one tagged enum.
+fn schema_kinds(def: &str) -> Vec<String> {
+    let schema = qscale::config::json_schema();
+    let variants = schema["$defs"][def]["oneOf"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{def} has oneOf variants"));
+    let mut kinds: Vec<String> = variants
+        .iter()
+        .map(|v| {
+            let k = &v["properties"]["kind"];
+            k["const"]
+                .as_str()
+                .or_else(|| k["enum"][0].as_str())
+                .unwrap_or_else(|| panic!("{def} variant without a kind: {v}"))
+                .to_string()
+        })
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+#[test]
+fn every_source_and_target_kind_reports_its_serde_tag() {
+    for (def, table) in [
+        ("SourceConfig", SOURCE_KINDS),
+        ("TargetConfig", TARGET_KINDS),
+    ] {
+        let mut listed: Vec<String> = table.iter().map(|(k, _)| k.to_string()).collect();
+        listed.sort();
+        assert_eq!(
+            listed,
+            schema_kinds(def),
+            "{def}: tests/config_files.rs lists other kinds than the schema"
+        );
+    }
+    for (kind, body) in SOURCE_KINDS {
+        let text = format!(
+            "[[scaler]]\nname = \"s\"\n[scaler.source]\nkind = \"{kind}\"\n{body}\n\
+             [scaler.target]\nkind = \"demo\"\n[scaler.policy]\nmax_replicas = 2\n\
+             messages_per_replica = 1\n"
+        );
+        let cfg = Config::from_str_with_env(&text, Path::new("k.toml"), Vec::new())
+            .unwrap_or_else(|e| panic!("source {kind}: {e}"));
+        let source = &cfg.scalers[0].source;
+        assert_eq!(source.kind(), *kind);
+        let json = serde_json::to_value(source).expect("serialize");
+        assert_eq!(json["kind"], *kind, "source {kind} serializes its tag");
+    }
+    for (kind, body) in TARGET_KINDS {
+        let text = format!(
+            "[[scaler]]\nname = \"s\"\n[scaler.source]\nkind = \"demo\"\npattern = \"constant:rate=1\"\n\
+             [scaler.target]\nkind = \"{kind}\"\n{body}\n[scaler.policy]\nmax_replicas = 2\n\
+             messages_per_replica = 1\n"
+        );
+        let cfg = Config::from_str_with_env(&text, Path::new("k.toml"), Vec::new())
+            .unwrap_or_else(|e| panic!("target {kind}: {e}"));
+        let target = &cfg.scalers[0].target;
+        assert_eq!(target.kind(), *kind);
+        let json = serde_json::to_value(target).expect("serialize");
+        assert_eq!(json["kind"], *kind, "target {kind} serializes its tag");
+    }
+}

@@ -1,6 +1,6 @@
 //! The scaling policy: pure decision code, no I/O, time passed in.
 //!
-//! [`decide`] runs the steps of "Policy semantics" in DESIGN.md in order and
+//! [`decide`] runs the steps of docs/policy.md in order and
 //! records a human-readable [`Reason`] for every step that changed the
 //! number:
 //!
