@@ -24,6 +24,8 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use tokio::sync::Mutex;
 
+use crate::validate::{Problems, http_url};
+
 /// Where to reach AWS and how long a call may take.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AwsEndpoint {
@@ -105,6 +107,27 @@ async fn load_with(
         loader = loader.credentials_provider(c);
     }
     loader.load().await
+}
+
+/// Add the problems of a table's `region` and `endpoint_url` fields (the
+/// SQS source and the ECS target have both) to `p`, under `path`.
+pub fn validate_endpoint(
+    p: &mut Problems,
+    path: &str,
+    region: Option<&str>,
+    endpoint_url: Option<&str>,
+) {
+    if let Some(region) = region
+        && !valid_region(region)
+    {
+        p.push(
+            format!("{path}.region"),
+            format!("{region:?} is not an AWS region name like us-east-1"),
+        );
+    }
+    if let Some(url) = endpoint_url {
+        http_url(p, &format!("{path}.endpoint_url"), url);
+    }
 }
 
 /// AWS region names: lowercase letters, digits and dashes, with at least two

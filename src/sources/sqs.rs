@@ -31,7 +31,7 @@ use tokio::sync::OnceCell;
 use tokio::time::{Instant, timeout_at};
 
 use crate::clients::Clients;
-use crate::clients::aws::{AwsEndpoint, valid_region};
+use crate::clients::aws::{AwsEndpoint, validate_endpoint};
 use crate::clients::aws_error::{classify, source_error};
 use crate::clients::cloudwatch::{
     Datapoint, PERIOD, QueueMetrics, Registration, SqsMetric, WINDOW,
@@ -178,17 +178,12 @@ impl SourceSpec for SqsSourceConfig {
         {
             p.push(format!("{path}.account_id"), "must be 12 digits");
         }
-        if let Some(region) = &self.region
-            && !valid_region(region)
-        {
-            p.push(
-                format!("{path}.region"),
-                format!("{region:?} is not an AWS region name like us-east-1"),
-            );
-        }
-        if let Some(url) = &self.endpoint_url {
-            http_url(p, &format!("{path}.endpoint_url"), url);
-        }
+        validate_endpoint(
+            p,
+            path,
+            self.region.as_deref(),
+            self.endpoint_url.as_deref(),
+        );
         if let Some(url) = &self.dead_letter_queue_url {
             http_url(p, &format!("{path}.dead_letter_queue_url"), url);
         }

@@ -25,11 +25,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::clients::Clients;
 use crate::clients::aws::AwsEndpoint;
-use crate::clients::aws::valid_region;
+use crate::clients::aws::validate_endpoint;
 use crate::clients::error_text::chain;
 use crate::contract::{Replicas, ScaleTarget, TargetError};
 use crate::targets::TargetSpec;
-use crate::validate::{Problems, http_url};
+use crate::validate::Problems;
 
 /// `target.kind = "ecs"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -71,17 +71,12 @@ impl TargetSpec for EcsTargetConfig {
         if self.service.trim().is_empty() {
             p.push(format!("{path}.service"), "must not be empty");
         }
-        if let Some(region) = &self.region
-            && !valid_region(region)
-        {
-            p.push(
-                format!("{path}.region"),
-                format!("{region:?} is not an AWS region name like us-east-1"),
-            );
-        }
-        if let Some(url) = &self.endpoint_url {
-            http_url(p, &format!("{path}.endpoint_url"), url);
-        }
+        validate_endpoint(
+            p,
+            path,
+            self.region.as_deref(),
+            self.endpoint_url.as_deref(),
+        );
     }
 
     fn describe(&self) -> String {
