@@ -99,7 +99,7 @@ fn all_signals() -> Policy {
         paused: false,
     };
     let mut problems = qscale::validate::Problems::default();
-    c.validate("policy", &CAPS, &mut problems);
+    c.validate("policy", &mut problems);
     assert!(problems.is_empty(), "bench policy invalid: {problems}");
     Policy::new(&c, &CAPS)
 }

@@ -392,8 +392,7 @@ impl Config {
             }
             s.source.validate(&format!("{at}.source"), &mut p);
             s.target.validate(&format!("{at}.target"), &mut p);
-            s.policy
-                .validate(&format!("{at}.policy"), &s.source.capabilities(), &mut p);
+            s.policy.validate(&format!("{at}.policy"), &mut p);
         }
         if p.is_empty() { Ok(()) } else { Err(p) }
     }

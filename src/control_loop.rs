@@ -574,6 +574,8 @@ impl Scaler {
                 st.proposals = d.proposals.clone();
                 st.arrival_rate = d.arrival_rate;
                 st.seconds_per_message = d.seconds_per_message;
+                st.oldest_age_seconds = d.oldest_age.map(|a| a.as_secs_f64());
+                st.oldest_age_estimated = d.oldest_age_estimated;
                 st.fallback_active = d.fallback_active;
             }
             st.consecutive_failures = consecutive;

@@ -61,6 +61,11 @@ pub struct ScalerStatus {
     pub proposals: Vec<Proposal>,
     pub arrival_rate: Option<f64>,
     pub seconds_per_message: Option<f64>,
+    /// Age of the oldest waiting message the policy used (seconds):
+    /// the source's measurement, or qscale's estimate.
+    pub oldest_age_seconds: Option<f64>,
+    /// `oldest_age_seconds` is qscale's estimate from the queue's history.
+    pub oldest_age_estimated: bool,
     pub fallback_active: bool,
     pub consecutive_failures: u32,
     pub last_error: Option<ErrorStatus>,
@@ -101,6 +106,8 @@ impl ScalerStatus {
             proposals: Vec::new(),
             arrival_rate: None,
             seconds_per_message: None,
+            oldest_age_seconds: None,
+            oldest_age_estimated: false,
             fallback_active: false,
             consecutive_failures: 0,
             last_error: None,

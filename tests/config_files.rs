@@ -88,7 +88,7 @@ name = "w"
 [scaler.policy]
 min_replicas = 5
 max_replicas = 3
-max_message_age = "1m"
+max_message_age = "0s"
 
 [[scaler]]
 name = "a"
@@ -113,7 +113,7 @@ fn check_lists_every_error_with_its_field_path_and_exits_2() {
     assert_eq!(code, 2, "{out}{err}");
     for want in [
         "error: scaler[0].policy.max_replicas: must be >= min_replicas (5)",
-        "error: scaler[0].policy.max_message_age: the age signal needs a source that measures message age",
+        "error: scaler[0].policy.max_message_age: must be greater than 0",
         "error: scaler[1].name: duplicate name \"a\" (also scaler[0])",
         "error: scaler[1].policy: set at least one signal",
         "error: scaler[1].policy.fallback.replicas: required with this action",

@@ -49,7 +49,7 @@ fn policy(f: impl FnOnce(&mut PolicyConfig)) -> Policy {
     let mut c = defaults();
     f(&mut c);
     let mut p = qscale::validate::Problems::default();
-    c.validate("policy", &SQS, &mut p);
+    c.validate("policy", &mut p);
     assert!(p.is_empty(), "example policy invalid: {p}");
     Policy::new(&c, &SQS)
 }
@@ -281,38 +281,36 @@ fn example_missing_age_never_lowers() {
         c.scale_down.stabilization = Some(Duration::ZERO);
     });
     let mut st = PolicyState::new();
-    // Messages wait, but the age figure is missing (or older than
-    // max_staleness): the backlog alone may not scale down.
-    let d = decide(&p, &mut st, Some(&sample(40, 0)), cur(10), Instant::now());
+    let t0 = Instant::now();
+    // Messages wait, the source has no age figure (or an older one than
+    // max_staleness) and qscale has no history yet to estimate it from:
+    // the backlog alone may not scale down.
+    let d = decide(&p, &mut st, Some(&sample(40, 0)), cur(10), t0);
     expect(
         &d,
         10,
         &[
             "signal: backlog 40 / 20 per replica -> 2",
-            "signal: oldest message age not measured (missing or stale)",
+            "signal: oldest message age not measured and not yet estimated",
             "signal: largest proposal: backlog -> 2",
             "missing data: a signal has no data; not scaling down below 10",
         ],
     );
     assert_eq!(st.consecutive_failures(), 1);
-    // ... but it may scale up.
-    let d = decide(
-        &p,
-        &mut st,
-        Some(&sample(400, 0)),
-        cur(10),
-        Instant::now() + s(15),
-    );
+    // Fifteen seconds later the age is estimated from the history: at
+    // least 15 s, since the queue was never seen empty. A lower bound may
+    // raise the count but never lower it; the backlog scales up.
+    let d = decide(&p, &mut st, Some(&sample(400, 0)), cur(10), t0 + s(15));
     expect(
         &d,
         20,
         &[
             "signal: backlog 400 / 20 per replica -> 20",
-            "signal: oldest message age not measured (missing or stale)",
+            "signal: oldest message 15s or more (estimated) within objective 1m",
             "signal: largest proposal: backlog -> 20",
         ],
     );
-    assert_eq!(st.consecutive_failures(), 2);
+    assert_eq!(st.consecutive_failures(), 0);
 }
 
 // ---- Example 8: activation and scale to zero ---------------------------------------
@@ -744,30 +742,40 @@ fn example_fallback_replicas_is_the_same_for_failed_and_stale_samples() {
             "fallback: 2 failed or stale samples in a row; replicas 3 -> 3",
         ],
     );
-    // Stale samples (age missing while messages wait): the same `replicas`.
+    // Stale samples (20 visible, but the in-flight count that the backlog
+    // includes is missing): the same `replicas`.
+    let no_in_flight = |visible| Sample {
+        in_flight: None,
+        ..sample(visible, 0)
+    };
     let mut st = PolicyState::new();
-    decide(&p, &mut st, Some(&sample(20, 0)), cur(10), t0);
-    let d = decide(&p, &mut st, Some(&sample(20, 0)), cur(10), t0 + s(15));
+    decide(&p, &mut st, Some(&no_in_flight(20)), cur(10), t0);
+    let d = decide(&p, &mut st, Some(&no_in_flight(20)), cur(10), t0 + s(15));
     expect(
         &d,
         3,
         &[
-            "signal: backlog 20 / 20 per replica -> 1",
-            "signal: oldest message age not measured (missing or stale)",
-            "signal: largest proposal: backlog -> 1",
+            "signal: backlog not measured",
+            "signal: oldest message 15s or more (estimated) within objective 1m",
+            "signal: largest proposal: age -> 0",
             "missing data: a signal has no data; not scaling down below 10",
             "fallback: 2 failed or stale samples in a row; replicas 3 -> 3",
         ],
     );
-    // ...unless the signals that still have data ask for more.
+    // ...unless the signals that still have data ask for more: the
+    // measured age is 3 minutes over a 1-minute objective.
+    let old = |visible| Sample {
+        oldest_age: Some(s(180)),
+        ..no_in_flight(visible)
+    };
     let mut st = PolicyState::new();
-    decide(&p, &mut st, Some(&sample(200, 0)), cur(10), t0);
-    let d = decide(&p, &mut st, Some(&sample(200, 0)), cur(10), t0 + s(15));
-    assert_eq!(d.replicas, 10);
+    decide(&p, &mut st, Some(&old(200)), cur(10), t0);
+    let d = decide(&p, &mut st, Some(&old(200)), cur(10), t0 + s(15));
+    assert_eq!(d.replicas, 30);
     assert_eq!(
         d.reasons.last().map(|r| r.to_string()).as_deref(),
         Some(
-            "fallback: 2 failed or stale samples in a row; replicas 3 (measured signals ask for 10) -> 10"
+            "fallback: 2 failed or stale samples in a row; replicas 3 (measured signals ask for 30) -> 30"
         )
     );
 }

@@ -484,3 +484,124 @@ async fn missing_credentials_give_access_denied_that_says_to_check_credentials()
     assert_eq!(e.metric_label(), "access_denied", "{e}");
     assert!(e.to_string().contains("check the credentials"), "{e}");
 }
+
+/// The policy's estimate of the oldest message's age, for an SQS queue read
+/// without CloudWatch, against the truth: the send times of the messages
+/// still waiting in moto. A producer sends two bursts; one worker receives
+/// messages one at a time (oldest first), holds each 0.5 s and deletes it;
+/// the scaler samples every second. The estimate learns the service time
+/// from the drain and must stay within 3 s or 30 % of the real age.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_estimated_age_follows_the_real_send_times_of_moto_messages() {
+    use qscale::contract::Replicas;
+    use qscale::policy::{Policy, PolicyConfig, PolicyState, decide};
+    use std::sync::Mutex;
+
+    let url = moto::require().await;
+    let sqs = moto::sqs(&url).await;
+    let queue = moto::create_queue(&sqs, &moto::unique("age-estimate")).await;
+    let cfg = SqsSourceConfig {
+        cloudwatch: false,
+        ..moto::config(&url, &queue)
+    };
+    let src = source(&cfg, &moto::shared(), TIMEOUT).await;
+    let policy_cfg: PolicyConfig =
+        toml::from_str("max_replicas = 10\nmax_message_age = \"60s\"").expect("policy");
+    let policy = Policy::new(&policy_cfg, &SourceConfig::Sqs(cfg.clone()).capabilities());
+    let mut state = PolicyState::new();
+
+    // Send times by message index; indexes still waiting (not received).
+    let sent: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let taken: Arc<Mutex<usize>> = Arc::default();
+    let start = Instant::now();
+    let producer = {
+        let (sqs, queue, sent) = (sqs.clone(), queue.clone(), sent.clone());
+        tokio::spawn(async move {
+            for (at, n) in [(1.0, 20), (8.0, 20)] {
+                tokio::time::sleep_until((start + Duration::from_secs_f64(at)).into()).await;
+                for _ in 0..n {
+                    let i = sent.lock().unwrap().len();
+                    sent.lock().unwrap().push(Instant::now());
+                    sqs.send_message()
+                        .queue_url(&queue)
+                        .message_body(i.to_string())
+                        .send()
+                        .await
+                        .expect("send");
+                }
+            }
+        })
+    };
+    let worker = {
+        let (sqs, queue, taken) = (sqs.clone(), queue.clone(), taken.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            while start.elapsed() < Duration::from_secs(22) {
+                let got = sqs
+                    .receive_message()
+                    .queue_url(&queue)
+                    .max_number_of_messages(1)
+                    .visibility_timeout(30)
+                    .send()
+                    .await
+                    .expect("receive");
+                let Some(m) = got.messages().first() else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let i: usize = m.body().unwrap_or("0").parse().expect("index body");
+                {
+                    let mut t = taken.lock().unwrap();
+                    *t = (*t).max(i + 1);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                sqs.delete_message()
+                    .queue_url(&queue)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("delete");
+            }
+        })
+    };
+
+    let mut compared = 0;
+    for tick in 0..20u64 {
+        tokio::time::sleep_until((start + Duration::from_secs(tick)).into()).await;
+        let now = Instant::now();
+        let s = sample(&src).await;
+        // The truth at the moment of the sample: the oldest message not yet
+        // taken by the worker, if it was sent.
+        let truth = {
+            let sent = sent.lock().unwrap();
+            let next = *taken.lock().unwrap();
+            sent.get(next).map(|t| now.saturating_duration_since(*t))
+        };
+        let d = decide(
+            &policy,
+            &mut state,
+            Some(&s),
+            Replicas::new(1, Some(1)),
+            now,
+        );
+        if let (Some(truth), Some(est), Some(v)) = (truth, d.oldest_age, s.visible)
+            && v > 0
+            && tick >= 3
+        {
+            assert!(d.oldest_age_estimated, "{d:?}");
+            let err = (est.as_secs_f64() - truth.as_secs_f64()).abs();
+            assert!(
+                err <= 3.0_f64.max(0.3 * truth.as_secs_f64()),
+                "t={tick}s: estimated {est:?}, real {truth:?} ({v} visible); reasons {:?}",
+                d.reasons
+            );
+            compared += 1;
+        }
+    }
+    producer.await.expect("producer");
+    worker.abort();
+    assert!(
+        compared >= 8,
+        "only {compared} samples had messages waiting"
+    );
+}

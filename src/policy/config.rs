@@ -42,6 +42,8 @@ pub struct PolicyConfig {
     /// Age signal and the objective for message age, e.g. `"2m"`: when the
     /// oldest message is older, propose at least
     /// `ceil(current * age / max_message_age)` and never less than current + 1.
+    /// Works with every source: where the source cannot measure the age (or
+    /// its figure is stale), qscale estimates it from the queue's history.
     #[serde(default, with = "humantime_serde")]
     #[schemars(with = "Option<String>")]
     pub max_message_age: Option<Duration>,
@@ -96,7 +98,8 @@ fn default_scale_to_zero_after() -> Duration {
 #[serde(deny_unknown_fields)]
 pub struct ThroughputConfig {
     /// Seconds one worker spends on one message. When absent, qscale learns it
-    /// from the observed drain (needs a source that measures arrival rate).
+    /// from the observed drain (with the measured arrival rate, or from how fast
+    /// the visible count drops while messages wait).
     #[serde(default)]
     pub seconds_per_message: Option<f64>,
 
@@ -211,9 +214,10 @@ const MAX_PERIOD: Duration = Duration::from_secs(1800);
 pub const MAX_REPLICAS_LIMIT: u32 = i32::MAX as u32;
 
 impl PolicyConfig {
-    /// Add every problem to `p`. `caps` says what the scaler's source can
-    /// measure, for the cross-field rules.
-    pub fn validate(&self, path: &str, caps: &Capabilities, p: &mut Problems) {
+    /// Add every problem to `p`. Every signal works with every source (an
+    /// age or a service time the source cannot measure is estimated), so no
+    /// rule here depends on the source.
+    pub fn validate(&self, path: &str, p: &mut Problems) {
         if self.max_replicas == 0 {
             p.push(format!("{path}.max_replicas"), "must be >= 1");
         }
@@ -246,17 +250,8 @@ impl PolicyConfig {
                 "must be a number > 0",
             );
         }
-        if let Some(age) = self.max_message_age {
-            if age.is_zero() {
-                p.push(format!("{path}.max_message_age"), "must be greater than 0");
-            }
-            if !caps.oldest_age {
-                p.push(
-                    format!("{path}.max_message_age"),
-                    "the age signal needs a source that measures message age \
-                     (for sqs, keep cloudwatch = true)",
-                );
-            }
+        if self.max_message_age.is_some_and(|age| age.is_zero()) {
+            p.push(format!("{path}.max_message_age"), "must be greater than 0");
         }
         if let Some(t) = &self.throughput {
             let tp = format!("{path}.throughput");
@@ -264,10 +259,6 @@ impl PolicyConfig {
                 Some(s) if !(s.is_finite() && s > 0.0) => {
                     p.push(format!("{tp}.seconds_per_message"), "must be a number > 0")
                 }
-                None if !caps.arrival_rate => p.push(
-                    format!("{tp}.seconds_per_message"),
-                    "required: this source cannot measure arrival rate, so it cannot be learned",
-                ),
                 _ => {}
             }
             if t.drain_within.is_some_and(|d| d.is_zero()) {

@@ -7,13 +7,30 @@
 //! from Little's law applied to the workers (completions per second =
 //! in-flight / s), or from `ready / s` while every worker is busy.
 //!
-//! `s` is learned the other way round, and only when the source measures λ:
-//! departures = λ - Δdepth/Δt, and s = busy workers / departures.
+//! `s` is learned the other way round when the source measures λ:
+//! departures = λ - Δdepth/Δt, and s = busy workers / departures. When it
+//! does not (SQS without CloudWatch, AMQP without the management API, Redis
+//! lists), `s` is learned from drains: while messages wait, busy workers
+//! take at least as many messages as the visible count drops, so
+//! s <= busy·Δt / (visible drop). That bound is tight when few messages
+//! arrive during the drain (after a burst) and loose otherwise, so the
+//! estimate follows lower bounds quickly and higher ones slowly; it errs
+//! towards a longer service time, which errs towards more workers.
 //!
-//! Both are smoothed with an exponential moving average whose weight depends
-//! on the time between samples, so the estimate means the same thing at a
-//! 1 s and a 30 s poll interval.
+//! Both rates are smoothed with an exponential moving average whose weight
+//! depends on the time between samples, so the estimate means the same
+//! thing at a 1 s and a 30 s poll interval.
+//!
+//! **The age of the oldest waiting message**, for sources that cannot
+//! measure it (or whose measurement is stale), comes from the same
+//! bookkeeping: the estimator keeps the cumulative number of arrivals at
+//! each sample. Workers take the oldest message first, so the `visible`
+//! messages waiting now are the last `visible` to arrive, and the oldest of
+//! them arrived when the cumulative count was `visible` below today's. Two
+//! facts bound it: it cannot be older than the last sample that saw the
+//! queue empty, and while nothing is known yet it is unknown, never zero.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Time constant of the arrival-rate average.
@@ -27,6 +44,18 @@ const MIN_DT: Duration = Duration::from_millis(500);
 const MAX_DT: Duration = Duration::from_secs(3600);
 /// Below this many completions per second a service-time estimate is noise.
 const MIN_DEPARTURES: f64 = 0.01;
+/// A fall of the visible count smaller than this says too little about the
+/// drain rate (approximate counts move by a few messages on their own), so
+/// a slow drain is read over several polls.
+const MIN_DRAIN: u64 = 3;
+/// A drain that suggests a shorter service time is followed this fast...
+const DRAIN_DOWN_TAU: Duration = Duration::from_secs(30);
+/// ...and one that suggests a longer one this slowly (it may just be a
+/// drain with arrivals in it).
+const DRAIN_UP_TAU: Duration = Duration::from_secs(600);
+/// Arrival history points kept for the age estimate; older ones are thinned
+/// out (every other one dropped) so a long backlog stays covered.
+const AGE_POINTS: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Point {
@@ -58,6 +87,11 @@ pub(crate) struct Estimates {
     pub seconds_per_message: Option<f64>,
     /// True when `seconds_per_message` was learned, not configured.
     pub service_learned: bool,
+    /// Estimated age of the oldest visible message; `None` while unknown.
+    pub oldest_age: Option<Duration>,
+    /// `oldest_age` is only a lower bound: the waiting messages arrived
+    /// before the history starts and the queue was never seen empty.
+    pub oldest_age_at_least: bool,
 }
 
 /// Running state of the estimator.
@@ -65,7 +99,17 @@ pub(crate) struct Estimates {
 pub(crate) struct Estimator {
     prev: Option<Point>,
     arrival: Option<f64>,
+    /// Learned from a measured arrival rate.
     service: Option<f64>,
+    /// Learned from drains (an upper bound), when arrivals are not measured.
+    drain_service: Option<f64>,
+    /// The drain being watched: busy worker-seconds since it started, and
+    /// the visible count it started from.
+    drain_run: Option<(f64, u64)>,
+    /// Cumulative arrivals since the estimator started, at each sample.
+    arrived: VecDeque<(Instant, f64)>,
+    /// The last sample that saw no visible message.
+    last_empty: Option<Instant>,
 }
 
 fn ewma(prev: Option<f64>, x: f64, dt: Duration, tau: Duration) -> f64 {
@@ -88,21 +132,93 @@ impl Estimator {
             visible: o.visible,
             in_flight: o.in_flight,
         };
-        if let Some(prev) = self.prev {
-            let dt = now.saturating_duration_since(prev.at);
-            if dt > MAX_DT {
-                self.arrival = None;
-            } else if dt >= MIN_DT {
-                self.update(prev, point, dt, o, configured);
-            } else {
-                // Too close to difference: keep the older point as the base.
-                return self.estimates(o, configured);
+        match self.prev {
+            Some(prev) => {
+                let dt = now.saturating_duration_since(prev.at);
+                if dt > MAX_DT {
+                    self.arrival = None;
+                    self.restart_history(now);
+                } else if dt >= MIN_DT {
+                    let arrived = self.update(prev, point, dt, o, configured);
+                    let total = self.arrived.back().map_or(0.0, |&(_, c)| c) + arrived;
+                    self.record_arrivals(now, total);
+                } else {
+                    // Too close to difference: keep the older point as the base.
+                    return self.estimates(now, o, configured);
+                }
             }
+            None => self.restart_history(now),
+        }
+        if o.visible == 0 {
+            self.last_empty = Some(now);
         }
         self.prev = Some(point);
-        self.estimates(o, configured)
+        self.estimates(now, o, configured)
     }
 
+    fn restart_history(&mut self, now: Instant) {
+        self.arrived.clear();
+        self.arrived.push_back((now, 0.0));
+    }
+
+    fn record_arrivals(&mut self, now: Instant, total: f64) {
+        self.arrived.push_back((now, total));
+        if self.arrived.len() > AGE_POINTS {
+            // Thin the older half: drop every other point. Cumulative counts
+            // stay exact at the points kept; only the resolution coarsens.
+            let half = self.arrived.len() / 2;
+            let mut i = 0;
+            self.arrived.retain(|_| {
+                let keep = i >= half || i % 2 == 0;
+                i += 1;
+                keep
+            });
+        }
+    }
+
+    /// The age of the oldest of the `visible` messages, if anything can be
+    /// said: the time since the cumulative arrivals were `visible` below
+    /// today's, capped by the time since the queue was last seen empty.
+    /// The second value says the age is only a lower bound.
+    fn oldest_age(&self, now: Instant, visible: u64) -> Option<(Duration, bool)> {
+        if visible == 0 {
+            return Some((Duration::ZERO, false));
+        }
+        let bound = self.last_empty.map(|t| now.saturating_duration_since(t));
+        let &(_, total) = self.arrived.back()?;
+        let target = total - visible as f64;
+        let mut newer: Option<(Instant, f64)> = None;
+        let mut found = None;
+        for &(at, cum) in self.arrived.iter().rev() {
+            if cum <= target {
+                let t = match newer {
+                    Some((nt, nc)) if nc > cum => {
+                        let frac = ((target - cum) / (nc - cum)).clamp(0.0, 1.0);
+                        at + nt.saturating_duration_since(at).mul_f64(frac)
+                    }
+                    _ => at,
+                };
+                found = Some(now.saturating_duration_since(t));
+                break;
+            }
+            newer = Some((at, cum));
+        }
+        match (found, bound) {
+            (Some(a), Some(b)) => Some((a.min(b), false)),
+            (Some(a), None) => Some((a, false)),
+            // The waiting messages arrived before the history starts: the
+            // queue has not been seen empty since, so that is the bound.
+            (None, Some(b)) => Some((b, false)),
+            // Older than the whole history, for all we know.
+            (None, None) => {
+                let &(first, _) = self.arrived.front()?;
+                (self.arrived.len() >= 2).then(|| (now.saturating_duration_since(first), true))
+            }
+        }
+    }
+
+    /// Update the rates from one interval; returns the messages estimated
+    /// to have arrived in it.
     fn update(
         &mut self,
         prev: Point,
@@ -110,7 +226,7 @@ impl Estimator {
         dt: Duration,
         o: &Observation,
         configured: Option<f64>,
-    ) {
+    ) -> f64 {
         let secs = dt.as_secs_f64();
         let growth = (cur.depth as f64 - prev.depth as f64) / secs;
         let saturated = prev.visible > 0 && cur.visible > 0;
@@ -130,23 +246,72 @@ impl Estimator {
             }
         }
 
-        if o.arrival_rate.is_none() {
-            let s = configured.or(self.service);
-            let departures = match (s, busy) {
-                (Some(s), Some(busy)) => busy / s,
-                _ => 0.0,
-            };
-            let lambda = (growth + departures).max(0.0);
-            self.arrival = Some(ewma(self.arrival, lambda, dt, ARRIVAL_TAU));
+        if configured.is_none() && o.arrival_rate.is_none() {
+            self.watch_drain(prev, cur, saturated, busy, dt);
+        }
+
+        // Messages in: the measured rate, else growth plus what the busy
+        // workers completed; never less than the visible count grew.
+        let visible_growth = cur.visible.saturating_sub(prev.visible) as f64;
+        match o.arrival_rate {
+            Some(lambda) => (lambda * secs).max(visible_growth),
+            None => {
+                let s = configured.or(self.service).or(self.drain_service);
+                let departures = match (s, busy) {
+                    (Some(s), Some(busy)) => busy / s,
+                    _ => 0.0,
+                };
+                let lambda = (growth + departures).max(0.0);
+                self.arrival = Some(ewma(self.arrival, lambda, dt, ARRIVAL_TAU));
+                (lambda * secs).max(visible_growth)
+            }
         }
     }
 
-    fn estimates(&self, o: &Observation, configured: Option<f64>) -> Estimates {
+    /// Learn `s` from a run of samples with messages waiting: over the run
+    /// the busy workers took at least as many messages as the visible count
+    /// fell, so s <= busy worker-seconds / fall. The run is read out once it
+    /// fell by `MIN_DRAIN` messages (a slow drain spans several polls), and
+    /// starts over at a higher count when the queue grows instead.
+    fn watch_drain(
+        &mut self,
+        prev: Point,
+        cur: Point,
+        saturated: bool,
+        busy: Option<f64>,
+        dt: Duration,
+    ) {
+        let Some(busy) = busy.filter(|_| saturated) else {
+            self.drain_run = None;
+            return;
+        };
+        let (mut worked, start) = self.drain_run.unwrap_or((0.0, prev.visible));
+        worked += busy * dt.as_secs_f64();
+        if cur.visible > start {
+            self.drain_run = Some((0.0, cur.visible));
+        } else if start - cur.visible >= MIN_DRAIN && worked > 0.0 {
+            let s = (worked / (start - cur.visible) as f64).clamp(0.001, 3600.0);
+            let tau = match self.drain_service {
+                Some(d) if s > d => DRAIN_UP_TAU,
+                _ => DRAIN_DOWN_TAU,
+            };
+            self.drain_service = Some(ewma(self.drain_service, s, dt, tau));
+            self.drain_run = Some((0.0, cur.visible));
+        } else {
+            self.drain_run = Some((worked, start));
+        }
+    }
+
+    fn estimates(&self, now: Instant, o: &Observation, configured: Option<f64>) -> Estimates {
+        let learned = self.service.or(self.drain_service);
+        let age = self.oldest_age(now, o.visible);
         Estimates {
             arrival_rate: o.arrival_rate.or(self.arrival),
             arrival_estimated: o.arrival_rate.is_none() && self.arrival.is_some(),
-            seconds_per_message: configured.or(self.service),
-            service_learned: configured.is_none() && self.service.is_some(),
+            seconds_per_message: configured.or(learned),
+            service_learned: configured.is_none() && learned.is_some(),
+            oldest_age: age.map(|(a, _)| a),
+            oldest_age_at_least: age.is_some_and(|(_, at_least)| at_least),
         }
     }
 }
@@ -230,5 +395,117 @@ mod tests {
             Some(1.0),
         );
         assert_eq!(est.arrival_rate, None);
+    }
+
+    #[test]
+    fn service_time_is_learned_from_a_drain_when_arrivals_are_not_measured() {
+        // 10 busy workers drain 50 visible messages in 10 s with nothing
+        // arriving: 5 msg/s, so 2 s per message.
+        let t0 = Instant::now();
+        let mut e = Estimator::default();
+        e.observe(t0, &obs(110, 100, Some(10), None, 10), None);
+        let est = e.observe(
+            t0 + Duration::from_secs(10),
+            &obs(60, 50, Some(10), None, 10),
+            None,
+        );
+        let s = est.seconds_per_message.unwrap();
+        assert!((s - 2.0).abs() < 1e-9, "{s}");
+        assert!(est.service_learned);
+        // A drain with arrivals in it suggests a longer time; it is followed
+        // only slowly.
+        let est = e.observe(
+            t0 + Duration::from_secs(20),
+            &obs(50, 40, Some(10), None, 10),
+            None,
+        );
+        let s = est.seconds_per_message.unwrap();
+        assert!(s > 2.0 && s < 2.5, "{s}");
+    }
+
+    #[test]
+    fn small_drops_teach_nothing() {
+        let t0 = Instant::now();
+        let mut e = Estimator::default();
+        e.observe(t0, &obs(12, 10, Some(2), None, 2), None);
+        let est = e.observe(
+            t0 + Duration::from_secs(10),
+            &obs(10, 8, Some(2), None, 2),
+            None,
+        );
+        assert_eq!(est.seconds_per_message, None);
+    }
+
+    #[test]
+    fn age_is_the_time_since_the_visible_messages_started_arriving() {
+        // Empty at 0; 30 messages arrive by 10 s, 30 more by 20 s; no worker
+        // takes any. At 40 s the oldest of the 60 arrived right after 0 s.
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let mut e = Estimator::default();
+        e.observe(at(0), &obs(0, 0, Some(0), None, 0), Some(1.0));
+        e.observe(at(10), &obs(30, 30, Some(0), None, 0), Some(1.0));
+        e.observe(at(20), &obs(60, 60, Some(0), None, 0), Some(1.0));
+        let est = e.observe(at(40), &obs(60, 60, Some(0), None, 0), Some(1.0));
+        assert_eq!(est.oldest_age, Some(Duration::from_secs(40)));
+        assert!(!est.oldest_age_at_least);
+        // 30 workers taking 5 s a message take the first 30 (in flight from
+        // about 40 s, done by 50 s): the oldest visible one is now the first
+        // of the second batch, which arrived from 10 s on. Counting the
+        // completions from in-flight averages blurs this a little.
+        e.observe(at(45), &obs(60, 30, Some(30), None, 30), Some(5.0));
+        let est = e.observe(at(50), &obs(30, 30, Some(0), None, 30), Some(5.0));
+        let age = est.oldest_age.unwrap().as_secs_f64();
+        assert!((30.0..=40.0).contains(&age), "{age}");
+    }
+
+    #[test]
+    fn age_is_capped_by_the_last_time_the_queue_was_seen_empty() {
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let mut e = Estimator::default();
+        e.observe(at(0), &obs(5, 5, Some(0), None, 1), Some(1.0));
+        e.observe(at(10), &obs(0, 0, Some(0), None, 1), Some(1.0));
+        let est = e.observe(at(20), &obs(3, 3, Some(0), None, 1), Some(1.0));
+        let age = est.oldest_age.unwrap();
+        assert!(age <= Duration::from_secs(10), "{age:?}");
+        assert!(!est.oldest_age_at_least);
+    }
+
+    #[test]
+    fn a_backlog_older_than_the_history_is_only_a_lower_bound() {
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let mut e = Estimator::default();
+        let first = e.observe(at(0), &obs(500, 500, Some(0), None, 0), Some(1.0));
+        assert_eq!(
+            first.oldest_age, None,
+            "nothing is known on the first sample"
+        );
+        let est = e.observe(at(30), &obs(500, 500, Some(0), None, 0), Some(1.0));
+        assert_eq!(est.oldest_age, Some(Duration::from_secs(30)));
+        assert!(est.oldest_age_at_least);
+    }
+
+    #[test]
+    fn an_empty_queue_has_age_zero_and_the_history_stays_bounded() {
+        let t0 = Instant::now();
+        let mut e = Estimator::default();
+        for i in 0..10_000u64 {
+            let v = 1 + i % 7;
+            let est = e.observe(
+                t0 + Duration::from_secs(i),
+                &obs(v, v, Some(0), None, 0),
+                Some(1.0),
+            );
+            assert_eq!(est.oldest_age.is_some(), i > 0, "{i}");
+        }
+        assert!(e.arrived.len() <= AGE_POINTS, "{}", e.arrived.len());
+        let est = e.observe(
+            t0 + Duration::from_secs(10_001),
+            &obs(0, 0, Some(0), None, 0),
+            Some(1.0),
+        );
+        assert_eq!(est.oldest_age, Some(Duration::ZERO));
     }
 }

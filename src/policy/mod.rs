@@ -105,6 +105,12 @@ pub struct Decision {
     pub proposals: Vec<Proposal>,
     /// Messages counted as backlog, when measured.
     pub backlog: Option<u64>,
+    /// Age of the oldest waiting message the age signal used: measured, or
+    /// estimated from the sample history when the source cannot measure it.
+    #[serde(rename = "oldest_age_seconds", serialize_with = "opt_secs")]
+    pub oldest_age: Option<Duration>,
+    /// `oldest_age` is an estimate, not the source's measurement.
+    pub oldest_age_estimated: bool,
     /// The arrival rate used (measured or estimated), messages/s.
     pub arrival_rate: Option<f64>,
     /// The seconds per message used (configured or learned).
@@ -190,8 +196,21 @@ fn num(x: f64) -> String {
 struct Inputs {
     backlog: Option<u64>,
     oldest_age: Option<Duration>,
+    /// `oldest_age` is qscale's estimate from the sample history, not the
+    /// source's measurement.
+    age_estimated: bool,
+    /// The estimate is only a lower bound (the backlog predates the
+    /// history): it may raise the count, never lower it.
+    age_at_least: bool,
     /// Visible + in-flight (what "activity" means for scale to zero).
     activity: Option<u64>,
+}
+
+fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
 }
 
 /// What the sample says, in the terms the signals use.
@@ -220,6 +239,8 @@ fn inputs(policy: &Policy, s: &Sample) -> Inputs {
     Inputs {
         backlog,
         oldest_age,
+        age_estimated: false,
+        age_at_least: false,
         activity,
     }
 }
@@ -245,6 +266,8 @@ pub fn decide(
     let mut proposals = Vec::new();
     let mut est = Estimates::default();
     let mut backlog = None;
+    let mut oldest_age = None;
+    let mut age_estimated = false;
 
     let unbounded = match sample {
         None => {
@@ -256,7 +279,7 @@ pub fn decide(
             cur
         }
         Some(s) => {
-            let inp = inputs(policy, s);
+            let mut inp = inputs(policy, s);
             backlog = inp.backlog;
             if let Some(visible) = s.visible {
                 let depth = inp.activity.unwrap_or(visible);
@@ -271,7 +294,15 @@ pub fn decide(
                     },
                     policy.throughput.and_then(|t| t.seconds_per_message),
                 );
+                // A fresh measured age wins; the estimate fills the gap.
+                if inp.oldest_age.is_none() && est.oldest_age.is_some() {
+                    inp.oldest_age = est.oldest_age;
+                    inp.age_estimated = true;
+                    inp.age_at_least = est.oldest_age_at_least;
+                }
             }
+            oldest_age = inp.oldest_age;
+            age_estimated = inp.age_estimated;
             if inp.activity.is_some_and(|a| a > 0) || inp.oldest_age.is_some_and(|a| !a.is_zero()) {
                 state.last_active = Some(now);
             }
@@ -350,6 +381,8 @@ pub fn decide(
         reasons,
         proposals,
         backlog,
+        oldest_age,
+        oldest_age_estimated: age_estimated,
         arrival_rate: est.arrival_rate,
         seconds_per_message: est.seconds_per_message,
         fallback_active,
@@ -480,6 +513,11 @@ fn with_sample(
         }
     }
     if let Some(max_age) = policy.max_message_age {
+        let est = match (inp.age_estimated, inp.age_at_least) {
+            (true, true) => " or more (estimated)",
+            (true, false) => " (estimated)",
+            _ => "",
+        };
         match inp.oldest_age {
             None => {
                 stale = true;
@@ -487,16 +525,19 @@ fn with_sample(
                 propose(
                     "age",
                     None,
-                    "oldest message age not measured (missing or stale)".into(),
+                    "oldest message age not measured and not yet estimated".into(),
                     reasons,
                 );
             }
             Some(age) if age <= max_age => {
+                if inp.age_at_least {
+                    floor_at_current = true;
+                }
                 propose(
                     "age",
                     Some(0.0),
                     format!(
-                        "oldest message {} within objective {}",
+                        "oldest message {}{est} within objective {}",
                         secs(age),
                         secs(max_age)
                     ),
@@ -508,7 +549,7 @@ fn with_sample(
                     "age",
                     Some(f64::from(cur)),
                     format!(
-                        "oldest message {} over objective {}; waiting for {} starting replicas -> {cur}",
+                        "oldest message {}{est} over objective {}; waiting for {} starting replicas -> {cur}",
                         secs(age),
                         secs(max_age),
                         cur - ready
@@ -522,7 +563,7 @@ fn with_sample(
                         "age",
                         Some(raw),
                         format!(
-                            "oldest message {} over objective {}: {cur} x {} -> {}",
+                            "oldest message {}{est} over objective {}: {cur} x {} -> {}",
                             secs(age),
                             secs(max_age),
                             num(ratio),

@@ -37,7 +37,7 @@ fn policy(f: impl FnOnce(&mut PolicyConfig)) -> Policy {
     let mut c = base_config();
     f(&mut c);
     let mut p = crate::validate::Problems::default();
-    c.validate("policy", &CAPS, &mut p);
+    c.validate("policy", &mut p);
     assert!(p.is_empty(), "test policy invalid: {p}");
     Policy::new(&c, &CAPS)
 }
@@ -450,30 +450,60 @@ fn failed_samples_hold_then_fall_back() {
 }
 
 #[test]
-fn stale_age_counts_toward_fallback_but_backlog_can_still_scale_up() {
+fn an_unknown_age_counts_toward_fallback_but_backlog_can_still_scale_up() {
     let p = policy(|c| {
         c.max_message_age = Some(s(60));
         c.fallback.after_failures = 2;
     });
     let t0 = Instant::now();
     let mut st = PolicyState::new();
-    let smp = sample(400, 0); // age missing
-    let d = decide(&p, &mut st, Some(&smp), cur(10), t0);
+    // The first sample: no history to estimate the age from.
+    let d = decide(&p, &mut st, Some(&sample(400, 0)), cur(10), t0);
     assert_eq!(d.replicas, 20);
-    let d = decide(&p, &mut st, Some(&sample(0, 0)), cur(20), t0 + s(400));
-    // Nothing visible: the oldest message is known to be zero seconds old.
+    assert_eq!(d.oldest_age, None);
+    assert_eq!(st.consecutive_failures(), 1);
+    // The next one has history: the age is estimated (at least 15 s), so the
+    // sample is not stale, and a lower bound never scales down.
+    let d = decide(&p, &mut st, Some(&sample(400, 0)), cur(20), t0 + s(15));
     assert_eq!(st.consecutive_failures(), 0);
-    assert!(d.replicas < 20);
-    let smp = Sample {
-        visible: Some(5),
+    assert!(d.oldest_age_estimated);
+    assert_eq!(d.oldest_age, Some(s(15)));
+    assert_eq!(d.replicas, 20, "{:?}", d.reasons);
+    // Without the visible count neither backlog nor age is known: stale,
+    // and after two such samples the fallback holds; never lower.
+    let blind = Sample {
+        visible: None,
         ..sample(5, 0)
     };
-    decide(&p, &mut st, Some(&smp), cur(20), t0 + s(401));
-    let d = decide(&p, &mut st, Some(&smp), cur(20), t0 + s(800));
+    decide(&p, &mut st, Some(&blind), cur(20), t0 + s(30));
+    let d = decide(&p, &mut st, Some(&blind), cur(20), t0 + s(400));
     assert!(d.fallback_active);
     assert_eq!(
         d.replicas, 20,
-        "stale age never scales down: {:?}",
+        "missing data never scales down: {:?}",
+        d.reasons
+    );
+}
+
+#[test]
+fn an_estimated_age_over_the_objective_scales_up() {
+    let p = policy(|c| {
+        c.messages_per_replica = None;
+        c.max_message_age = Some(s(60));
+    });
+    let t0 = Instant::now();
+    let mut st = PolicyState::new();
+    // Empty, then 50 messages arrive and nobody takes them for 2 minutes.
+    decide(&p, &mut st, Some(&sample(0, 0)), cur(4), t0);
+    decide(&p, &mut st, Some(&sample(50, 0)), cur(4), t0 + s(15));
+    let d = decide(&p, &mut st, Some(&sample(50, 0)), cur(4), t0 + s(135));
+    assert!(d.oldest_age_estimated);
+    let age = d.oldest_age.expect("estimated");
+    assert!(age >= s(120) && age <= s(135), "{age:?}");
+    assert!(d.replicas > 4, "{:?}", d.reasons);
+    assert!(
+        d.reasons[0].message.contains("(estimated) over objective"),
+        "{:?}",
         d.reasons
     );
 }
