@@ -81,6 +81,19 @@ pub enum TargetError {
 }
 
 impl TargetError {
+    /// Every value [`TargetError::metric_label`] returns: the `error` label
+    /// set of `qscale_target_errors_total`, whose series start at 0 when a
+    /// scaler starts. A test checks that every variant's label is here.
+    pub const METRIC_LABELS: &'static [&'static str] = &[
+        "conflict",
+        "forbidden",
+        "not_found",
+        "throttled",
+        "timeout",
+        "unavailable",
+        "invalid",
+    ];
+
     /// The bounded `error` label of `qscale_target_errors_total`.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -161,5 +174,43 @@ impl TargetConfig {
             TargetConfig::Ecs(c) => c.describe(),
             TargetConfig::Demo(c) => c.describe(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_label_is_in_metric_labels_and_nothing_else_is() {
+        let all = [
+            TargetError::Conflict(String::new()),
+            TargetError::Forbidden(String::new()),
+            TargetError::NotFound(String::new()),
+            TargetError::Throttled(String::new()),
+            TargetError::Timeout(Duration::ZERO),
+            TargetError::Unavailable(String::new()),
+            TargetError::Invalid(String::new()),
+        ];
+        let mut labels = std::collections::BTreeSet::new();
+        for e in &all {
+            // A new variant stops this match from compiling: add it to `all`
+            // above and its label to METRIC_LABELS.
+            match e {
+                TargetError::Conflict(_)
+                | TargetError::Forbidden(_)
+                | TargetError::NotFound(_)
+                | TargetError::Throttled(_)
+                | TargetError::Timeout(_)
+                | TargetError::Unavailable(_)
+                | TargetError::Invalid(_) => {}
+            }
+            assert!(
+                TargetError::METRIC_LABELS.contains(&e.metric_label()),
+                "{e:?}"
+            );
+            labels.insert(e.metric_label());
+        }
+        assert_eq!(labels.len(), TargetError::METRIC_LABELS.len());
     }
 }
