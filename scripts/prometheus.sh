@@ -3,7 +3,7 @@
 # 2.42, which also brings `promtool`) for the Prometheus source's tests and
 # the promtool checks of the alert rules.
 #
-#   Prometheus  127.0.0.1:$QSCALE_PROMETHEUS_PORT (default 19090), basic auth
+#   Prometheus  127.0.0.1:$QSCALE_PROMETHEUS_PORT (default 19390), basic auth
 #               from tests/fixtures/prometheus/web.yml (user qscale-test)
 #   state       $QSCALE_PROMETHEUS_RUN (default /tmp/qscale-prometheus):
 #               prometheus.yml, web.yml, data/, targets/, prometheus.log
@@ -19,7 +19,7 @@
 # (ensure_prometheus exports QSCALE_TEST_PROMETHEUS_URL and
 # QSCALE_TEST_PROMETHEUS_TARGETS_DIR), or run: scripts/prometheus.sh {start|stop}
 
-PROMETHEUS_PORT="${QSCALE_PROMETHEUS_PORT:-19090}"
+PROMETHEUS_PORT="${QSCALE_PROMETHEUS_PORT:-19390}"
 PROMETHEUS_RUN="${QSCALE_PROMETHEUS_RUN:-/tmp/qscale-prometheus}"
 PROMETHEUS_WAIT_SECONDS="${QSCALE_PROMETHEUS_WAIT_SECONDS:-60}"
 PROMETHEUS_HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -43,7 +43,7 @@ const PASSWORD: &str = "qscale-test-secret";
 const SCRAPE_WAIT: Duration = Duration::from_secs(60);
 
 fn prometheus_url() -> String {
-    common::env_or("QSCALE_TEST_PROMETHEUS_URL", "http://127.0.0.1:19090")
+    common::env_or("QSCALE_TEST_PROMETHEUS_URL", "http://127.0.0.1:19390")
 }
 
 fn targets_dir() -> PathBuf {
