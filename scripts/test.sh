@@ -3,7 +3,8 @@
 #
 # Starts the real peers the integration tests talk to (moto for SQS,
 # CloudWatch and ECS; a real kube-apiserver + etcd; see scripts/peers.sh;
-# RabbitMQ, Redis, NATS and PostgreSQL; see scripts/brokers.sh),
+# RabbitMQ, Redis, NATS and PostgreSQL; see scripts/brokers.sh; a real
+# Prometheus, which also brings promtool; see scripts/prometheus.sh),
 # then checks formatting and lints, then runs every test (among them
 # tests/layering.rs, which fails when a module imports a layer above it;
 # see docs/architecture.md).
@@ -17,6 +18,9 @@ start_peers
 # shellcheck source=scripts/brokers.sh
 source scripts/brokers.sh
 ensure_brokers
+# shellcheck source=scripts/prometheus.sh
+source scripts/prometheus.sh
+ensure_prometheus
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

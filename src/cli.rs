@@ -79,12 +79,27 @@ pub enum Output {
     Json,
 }
 
-/// Install the tracing subscriber; `RUST_LOG` overrides the default `info`.
+/// Whether log lines get ANSI colours: only when they go to a terminal (a
+/// pipe, a file or a log collector would store the escape codes as text),
+/// and never when `NO_COLOR` is set to anything non-empty
+/// (<https://no-color.org>).
+pub fn log_colors(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Install the tracing subscriber on stderr; `RUST_LOG` overrides the
+/// default `info`.
 pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = log_colors(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -244,4 +259,29 @@ pub fn summary(cfg: &Config, s: &crate::config::ScalerConfig) -> String {
         humantime::format_duration(s.poll_interval(&cfg.defaults)),
         if p.paused { ", paused" } else { "" }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        let cases: [(bool, Option<&OsStr>, bool); 6] = [
+            (true, None, true),
+            (true, Some(OsStr::new("")), true),
+            (true, Some(OsStr::new("1")), false),
+            (true, Some(OsStr::new("false")), false),
+            (false, None, false),
+            (false, Some(OsStr::new("1")), false),
+        ];
+        for (terminal, no_color, want) in cases {
+            assert_eq!(
+                log_colors(terminal, no_color),
+                want,
+                "terminal {terminal}, NO_COLOR {no_color:?}"
+            );
+        }
+    }
 }

@@ -103,6 +103,20 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// Every value [`SourceError::metric_label`] returns: the `error` label
+    /// set of `qscale_source_errors_total`, whose series start at 0 when a
+    /// scaler starts (so `increase(...) > 0` sees the first error). A test
+    /// checks that every variant's label is here.
+    pub const METRIC_LABELS: &'static [&'static str] = &[
+        "throttled",
+        "access_denied",
+        "not_found",
+        "timeout",
+        "unavailable",
+        "invalid_response",
+        "config",
+    ];
+
     /// The bounded `error` label of `qscale_source_errors_total`.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -180,6 +194,19 @@ pub enum TargetError {
 }
 
 impl TargetError {
+    /// Every value [`TargetError::metric_label`] returns: the `error` label
+    /// set of `qscale_target_errors_total`, whose series start at 0 when a
+    /// scaler starts. A test checks that every variant's label is here.
+    pub const METRIC_LABELS: &'static [&'static str] = &[
+        "conflict",
+        "forbidden",
+        "not_found",
+        "throttled",
+        "timeout",
+        "unavailable",
+        "invalid",
+    ];
+
     /// The bounded `error` label of `qscale_target_errors_total`.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -216,5 +243,76 @@ mod opt_seconds {
             Some(d) => s.serialize_some(&d.as_secs_f64()),
             None => s.serialize_none(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_source_error_label_is_in_metric_labels_and_nothing_else_is() {
+        let all = [
+            SourceError::Throttled(String::new()),
+            SourceError::AccessDenied(String::new()),
+            SourceError::NotFound(String::new()),
+            SourceError::Timeout(Duration::ZERO),
+            SourceError::Unavailable(String::new()),
+            SourceError::InvalidResponse(String::new()),
+            SourceError::Config(String::new()),
+        ];
+        let mut labels = std::collections::BTreeSet::new();
+        for e in &all {
+            // A new variant stops this match from compiling: add it to `all`
+            // above and its label to METRIC_LABELS.
+            match e {
+                SourceError::Throttled(_)
+                | SourceError::AccessDenied(_)
+                | SourceError::NotFound(_)
+                | SourceError::Timeout(_)
+                | SourceError::Unavailable(_)
+                | SourceError::InvalidResponse(_)
+                | SourceError::Config(_) => {}
+            }
+            assert!(
+                SourceError::METRIC_LABELS.contains(&e.metric_label()),
+                "{e:?}"
+            );
+            labels.insert(e.metric_label());
+        }
+        assert_eq!(labels.len(), SourceError::METRIC_LABELS.len());
+    }
+
+    #[test]
+    fn every_target_error_label_is_in_metric_labels_and_nothing_else_is() {
+        let all = [
+            TargetError::Conflict(String::new()),
+            TargetError::Forbidden(String::new()),
+            TargetError::NotFound(String::new()),
+            TargetError::Throttled(String::new()),
+            TargetError::Timeout(Duration::ZERO),
+            TargetError::Unavailable(String::new()),
+            TargetError::Invalid(String::new()),
+        ];
+        let mut labels = std::collections::BTreeSet::new();
+        for e in &all {
+            // A new variant stops this match from compiling: add it to `all`
+            // above and its label to METRIC_LABELS.
+            match e {
+                TargetError::Conflict(_)
+                | TargetError::Forbidden(_)
+                | TargetError::NotFound(_)
+                | TargetError::Throttled(_)
+                | TargetError::Timeout(_)
+                | TargetError::Unavailable(_)
+                | TargetError::Invalid(_) => {}
+            }
+            assert!(
+                TargetError::METRIC_LABELS.contains(&e.metric_label()),
+                "{e:?}"
+            );
+            labels.insert(e.metric_label());
+        }
+        assert_eq!(labels.len(), TargetError::METRIC_LABELS.len());
     }
 }

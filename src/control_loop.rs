@@ -27,7 +27,7 @@ use crate::config::{Config, DefaultsConfig, ScalerConfig};
 use crate::contract::{QueueSource, Sample, SourceError};
 use crate::contract::{Replicas, ScaleTarget, TargetError};
 use crate::leader::Leadership;
-use crate::metrics::{Metrics, set_or_remove_f64};
+use crate::metrics::{Metrics, ScaleDirection, set_or_remove_f64};
 use crate::policy::{Decision, Policy, PolicyState, decide};
 use crate::status::{ActionStatus, ErrorStatus, ScalerStatus, StatusBoard, unix};
 
@@ -174,6 +174,8 @@ impl Scaler {
         st.paused = cfg.policy.paused;
         st.paused_by = cfg.policy.paused.then_some("config");
         rt.status.put(st);
+        rt.metrics
+            .init_scaler(&cfg.name, cfg.source.kind(), cfg.target.kind());
         Scaler {
             name: cfg.name.clone(),
             cfg,
@@ -410,7 +412,7 @@ impl Scaler {
         if let Ok(mut st) = self.state.try_lock() {
             st.record_scale(from, d.replicas, now);
         }
-        let direction = if d.replicas > from { "up" } else { "down" };
+        let direction = ScaleDirection::of(from, d.replicas).label();
         self.rt
             .metrics
             .scale_operations
@@ -718,6 +720,19 @@ impl Daemon {
                     if existing.is_some() {
                         if let Some(r) = self.running.remove(&s.name) {
                             let _ = r.stop.send(true);
+                            // Error series of a kind the scaler no longer
+                            // has would stay at their last value forever.
+                            let old = &r.key.0;
+                            if old.source.kind() != s.source.kind() {
+                                self.rt
+                                    .metrics
+                                    .remove_source_kind(&s.name, old.source.kind());
+                            }
+                            if old.target.kind() != s.target.kind() {
+                                self.rt
+                                    .metrics
+                                    .remove_target_kind(&s.name, old.target.kind());
+                            }
                         }
                         summary.restarted.push(s.name.clone());
                     } else {

@@ -7,6 +7,15 @@
 //! A measurement a source could not make is *removed* from its gauge rather
 //! than set to zero: an absent series is honest, a zero is a lie that alerts
 //! and autoscalers downstream would act on.
+//!
+//! Counters are the opposite: every counter series a scaler can produce from
+//! a bounded label set (each error label of its source and target kind, each
+//! scale direction) is created at 0 when the scaler starts
+//! ([`Metrics::init_scaler`]). A counter that appears only at its first
+//! increment is invisible to `increase(...[5m]) > 0` and `rate()` (they need
+//! two samples), so the first error would go unseen. The label sets come from
+//! [`SourceError::METRIC_LABELS`], [`TargetError::METRIC_LABELS`] and
+//! [`ScaleDirection::ALL`].
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -14,7 +23,34 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::contract::Sample;
+use crate::contract::{Sample, SourceError, TargetError};
+
+/// The `direction` label of `qscale_scale_operations_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaleDirection {
+    Up,
+    Down,
+}
+
+impl ScaleDirection {
+    pub const ALL: [ScaleDirection; 2] = [ScaleDirection::Up, ScaleDirection::Down];
+
+    /// The direction of a change from `from` to `to` replicas.
+    pub fn of(from: u32, to: u32) -> ScaleDirection {
+        if to > from {
+            ScaleDirection::Up
+        } else {
+            ScaleDirection::Down
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ScaleDirection::Up => "up",
+            ScaleDirection::Down => "down",
+        }
+    }
+}
 
 /// Histogram buckets for poll phases: most calls take milliseconds, a slow
 /// cloud API seconds, a timeout tens of seconds.
@@ -181,6 +217,46 @@ impl Metrics {
         set_or_remove_int(&self.dead_letter, &[scaler], s.dead_letter);
     }
 
+    /// Create at 0 the counter series a scaler can produce: every error
+    /// label of its source and target kind and both scale directions, and
+    /// the last-success timestamp at 0 ("never", so a scaler that never
+    /// succeeds is stale to the alert, not absent). Existing series keep
+    /// their values, so calling this again (a restart on reload) is harmless.
+    pub fn init_scaler(&self, scaler: &str, source_kind: &str, target_kind: &str) {
+        for d in ScaleDirection::ALL {
+            self.scale_operations
+                .with_label_values(&[scaler, d.label()]);
+        }
+        for e in SourceError::METRIC_LABELS {
+            self.source_errors
+                .with_label_values(&[scaler, source_kind, e]);
+        }
+        for e in TargetError::METRIC_LABELS {
+            self.target_errors
+                .with_label_values(&[scaler, target_kind, e]);
+        }
+        self.last_success.with_label_values(&[scaler]);
+    }
+
+    /// Remove a scaler's error series of a source kind it no longer has
+    /// (a reload changed `source.kind`).
+    pub fn remove_source_kind(&self, scaler: &str, source_kind: &str) {
+        for e in SourceError::METRIC_LABELS {
+            let _ = self
+                .source_errors
+                .remove_label_values(&[scaler, source_kind, e]);
+        }
+    }
+
+    /// Remove a scaler's error series of a target kind it no longer has.
+    pub fn remove_target_kind(&self, scaler: &str, target_kind: &str) {
+        for e in TargetError::METRIC_LABELS {
+            let _ = self
+                .target_errors
+                .remove_label_values(&[scaler, target_kind, e]);
+        }
+    }
+
     /// Forget every series of a scaler (after it was removed by a reload).
     pub fn remove_scaler(&self, scaler: &str) {
         for state in ["visible", "in_flight", "delayed"] {
@@ -192,8 +268,10 @@ impl Metrics {
         for kind in ["current", "ready", "desired"] {
             let _ = self.replicas.remove_label_values(&[scaler, kind]);
         }
-        for dir in ["up", "down"] {
-            let _ = self.scale_operations.remove_label_values(&[scaler, dir]);
+        for d in ScaleDirection::ALL {
+            let _ = self
+                .scale_operations
+                .remove_label_values(&[scaler, d.label()]);
         }
         for phase in ["sample", "decide", "actuate"] {
             let _ = self.poll_duration.remove_label_values(&[scaler, phase]);
@@ -340,6 +418,69 @@ mod tests {
     }
 
     #[test]
+    fn a_started_scaler_has_every_bounded_counter_series_at_zero() {
+        let m = Metrics::new();
+        m.init_scaler("a", "sqs", "kubernetes");
+        let text = m.render();
+        for e in SourceError::METRIC_LABELS {
+            let line = format!(
+                "qscale_source_errors_total{{error=\"{e}\",scaler=\"a\",source=\"sqs\"}} 0\n"
+            );
+            assert!(text.contains(&line), "missing {line} in\n{text}");
+        }
+        for e in TargetError::METRIC_LABELS {
+            let line = format!(
+                "qscale_target_errors_total{{error=\"{e}\",scaler=\"a\",target=\"kubernetes\"}} 0\n"
+            );
+            assert!(text.contains(&line), "missing {line} in\n{text}");
+        }
+        for d in ["up", "down"] {
+            let line =
+                format!("qscale_scale_operations_total{{direction=\"{d}\",scaler=\"a\"}} 0\n");
+            assert!(text.contains(&line), "missing {line} in\n{text}");
+        }
+        assert!(text.contains("qscale_last_successful_poll_timestamp_seconds{scaler=\"a\"} 0\n"));
+        // Starting again (a restart on reload) keeps what was counted.
+        m.source_errors
+            .with_label_values(&["a", "sqs", "timeout"])
+            .inc();
+        m.last_success.with_label_values(&["a"]).set(5.0);
+        m.init_scaler("a", "sqs", "kubernetes");
+        let text = m.render();
+        assert!(text.contains(
+            "qscale_source_errors_total{error=\"timeout\",scaler=\"a\",source=\"sqs\"} 1\n"
+        ));
+        assert!(text.contains("qscale_last_successful_poll_timestamp_seconds{scaler=\"a\"} 5\n"));
+    }
+
+    #[test]
+    fn a_changed_kind_drops_the_old_kinds_series_only() {
+        let m = Metrics::new();
+        m.init_scaler("a", "sqs", "kubernetes");
+        m.init_scaler("b", "sqs", "kubernetes");
+        m.remove_source_kind("a", "sqs");
+        m.remove_target_kind("a", "kubernetes");
+        m.init_scaler("a", "redis", "ecs");
+        let text = m.render();
+        assert!(!text.contains("scaler=\"a\",source=\"sqs\""), "{text}");
+        assert!(
+            !text.contains("scaler=\"a\",target=\"kubernetes\""),
+            "{text}"
+        );
+        assert!(text.contains("scaler=\"a\",source=\"redis\""), "{text}");
+        assert!(text.contains("scaler=\"a\",target=\"ecs\""), "{text}");
+        assert!(text.contains("scaler=\"b\",source=\"sqs\""), "{text}");
+    }
+
+    #[test]
+    fn scale_directions_label_every_change() {
+        assert_eq!(ScaleDirection::of(1, 3).label(), "up");
+        assert_eq!(ScaleDirection::of(3, 1).label(), "down");
+        let labels: Vec<&str> = ScaleDirection::ALL.iter().map(|d| d.label()).collect();
+        assert_eq!(labels, ["up", "down"]);
+    }
+
+    #[test]
     fn removing_a_scaler_removes_all_its_series() {
         let m = Metrics::new();
         m.record_sample(
@@ -352,6 +493,8 @@ mod tests {
         m.source_errors
             .with_label_values(&["gone", "sqs", "timeout"])
             .inc();
+        m.init_scaler("gone", "sqs", "kubernetes");
+        m.init_scaler("kept", "sqs", "kubernetes");
         m.replicas.with_label_values(&["kept", "current"]).set(1);
         m.remove_scaler("gone");
         let text = m.render();

@@ -328,6 +328,76 @@ async fn reload_keeps_unchanged_scalers_and_their_state() {
 }
 
 #[tokio::test]
+async fn counters_start_at_zero_for_the_kinds_a_scaler_has_and_leave_with_it() {
+    let rt = Runtime::new(Clients::new(), true);
+    let demo = Config::from_str_with_env(
+        r#"
+[[scaler]]
+name = "x"
+[scaler.source]
+kind = "demo"
+queue = "kinds"
+pattern = "constant:rate=1"
+[scaler.target]
+kind = "demo"
+queue = "kinds"
+seconds_per_message = 1.0
+[scaler.policy]
+max_replicas = 5
+messages_per_replica = 10
+"#,
+        std::path::Path::new("k.toml"),
+        Vec::new(),
+    )
+    .expect("valid");
+    let zero = |kind: &str, source_or_target: &str, label: &str| {
+        let name = if source_or_target == "source" {
+            "qscale_source_errors_total"
+        } else {
+            "qscale_target_errors_total"
+        };
+        format!("{name}{{error=\"{label}\",scaler=\"x\",{source_or_target}=\"{kind}\"}} 0")
+    };
+    let mut daemon = Daemon::start(rt.clone(), demo.clone());
+    let text = rt.metrics.render();
+    for l in SourceError::METRIC_LABELS {
+        assert!(text.contains(&zero("demo", "source", l)), "{l}: {text}");
+    }
+    for l in TargetError::METRIC_LABELS {
+        assert!(text.contains(&zero("demo", "target", l)), "{l}: {text}");
+    }
+    for d in ["up", "down"] {
+        let series = format!("qscale_scale_operations_total{{direction=\"{d}\",scaler=\"x\"}} 0");
+        assert!(text.contains(&series), "{text}");
+    }
+
+    // Another source and target kind: the demo series go, the new ones come.
+    let (sqs, _) = scaler_config("x", "");
+    let s = daemon.apply(sqs);
+    assert_eq!(s.restarted, vec!["x".to_string()]);
+    let text = rt.metrics.render();
+    assert!(!text.contains("source=\"demo\""), "{text}");
+    assert!(!text.contains("target=\"demo\""), "{text}");
+    for l in SourceError::METRIC_LABELS {
+        let series = format!("error=\"{l}\",scaler=\"x\",source=\"sqs\"}}");
+        assert!(text.contains(&series), "{l}: {text}");
+    }
+    for l in TargetError::METRIC_LABELS {
+        let series = format!("error=\"{l}\",scaler=\"x\",target=\"kubernetes\"}}");
+        assert!(text.contains(&series), "{l}: {text}");
+    }
+
+    // Removed by a reload: nothing of it stays.
+    daemon.apply(Config {
+        scalers: Vec::new(),
+        ..demo
+    });
+    let text = rt.metrics.render();
+    assert!(!text.contains("scaler=\"x\""), "{text}");
+    daemon.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
 async fn policy_state_is_shared_by_the_scaler_that_replaces_another() {
     // The daemon hands the same PolicyState to a restarted scaler; check the
     // state object itself carries the history (a scale-down stays held).

@@ -30,6 +30,14 @@ fn get(addr: SocketAddr, path: &str) -> String {
     buf
 }
 
+/// Some `qscale_source_errors_total` series is above 0 (every one exists at
+/// 0 from the scaler's start).
+fn counted_an_error(metrics: &str) -> bool {
+    metrics
+        .lines()
+        .any(|l| l.starts_with("qscale_source_errors_total{") && !l.ends_with(" 0"))
+}
+
 #[test]
 fn secrets_never_appear_in_logs_status_or_metrics() {
     let port = free_port();
@@ -117,9 +125,7 @@ messages_per_replica = 10
         std::thread::sleep(Duration::from_millis(500));
         let status = get(addr, "/status");
         let metrics = get(addr, "/metrics");
-        if metrics.contains("qscale_source_errors_total{")
-            && status.matches("\"last_error\":{").count() >= 2
-        {
+        if counted_an_error(&metrics) && status.matches("\"last_error\":{").count() >= 2 {
             failed_polls += 1;
         }
         seen.push_str(&status);
@@ -129,10 +135,7 @@ messages_per_replica = 10
         seen.contains("\"rabbit\""),
         "the daemon served /status: {seen:.300}"
     );
-    assert!(
-        seen.contains("qscale_source_errors_total"),
-        "errors happened and were counted"
-    );
+    assert!(counted_an_error(&seen), "errors happened and were counted");
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
