@@ -110,6 +110,9 @@ pub(crate) struct Estimator {
     arrived: VecDeque<(Instant, f64)>,
     /// The last sample that saw no visible message.
     last_empty: Option<Instant>,
+    /// Estimated arrivals that came out negative, to be netted against the
+    /// next positive ones (see `update`).
+    arrival_debt: f64,
 }
 
 fn ewma(prev: Option<f64>, x: f64, dt: Duration, tau: Duration) -> f64 {
@@ -261,9 +264,20 @@ impl Estimator {
                     (Some(s), Some(busy)) => busy / s,
                     _ => 0.0,
                 };
-                let lambda = (growth + departures).max(0.0);
-                self.arrival = Some(ewma(self.arrival, lambda, dt, ARRIVAL_TAU));
-                (lambda * secs).max(visible_growth)
+                let raw = growth + departures;
+                self.arrival = Some(ewma(self.arrival, raw.max(0.0), dt, ARRIVAL_TAU));
+                // Noise makes `raw` negative in some intervals of a drain and
+                // positive in others; clipping each at zero would count the
+                // positive half as arrivals. A negative interval is carried
+                // over and paid off by the next positive ones instead.
+                let mut arrived = raw * secs - self.arrival_debt;
+                self.arrival_debt = if arrived < 0.0 {
+                    (-arrived).min(cur.depth as f64)
+                } else {
+                    0.0
+                };
+                arrived = arrived.max(0.0);
+                arrived.max(visible_growth)
             }
         }
     }
