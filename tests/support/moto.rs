@@ -82,8 +82,15 @@ pub fn shared() -> Clients {
 }
 
 pub async fn sdk_config(url: &str) -> aws_config::SdkConfig {
+    sdk_config_in(url, REGION).await
+}
+
+/// An SDK config for another region: moto keeps each region's state apart,
+/// so a test whose calls scan every stored metric (GetMetricData) does not
+/// pay for what the other tests of the suite stored in the default region.
+pub async fn sdk_config_in(url: &str, region: &str) -> aws_config::SdkConfig {
     let endpoint = AwsEndpoint {
-        region: Some(REGION.to_string()),
+        region: Some(region.to_string()),
         endpoint_url: Some(url.to_string()),
     };
     AwsConfigs::with_credentials(credentials())
