@@ -55,6 +55,7 @@ fn all_signals() -> Policy {
             drain_within: Some(s(120)),
             target_utilization: 0.8,
         }),
+        learn_throughput: true,
         max_message_age: Some(s(120)),
         tolerance: 0.1,
         activation_backlog: 0,
@@ -74,6 +75,7 @@ fn all_signals() -> Policy {
                     period: s(60),
                 },
             ]),
+            cooldown: None,
         },
         scale_down: BehaviorConfig {
             stabilization: Some(s(300)),
@@ -90,6 +92,7 @@ fn all_signals() -> Policy {
                     period: s(60),
                 },
             ]),
+            cooldown: Some(s(60)),
         },
         fallback: FallbackConfig {
             after_failures: 4,

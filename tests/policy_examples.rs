@@ -27,19 +27,27 @@ fn s(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-/// The defaults of the `policy` table, with `max_replicas = 100` and no signal.
+/// The settings the examples share (docs/policy.md, "In the examples"):
+/// the `policy` table's defaults with the HPA's tolerance and down-window,
+/// no down cooldown and no implicit learned throughput, `max_replicas = 100`
+/// and no signal.
 fn defaults() -> PolicyConfig {
     PolicyConfig {
         min_replicas: 1,
         max_replicas: 100,
         messages_per_replica: None,
         throughput: None,
+        learn_throughput: false,
         max_message_age: None,
         tolerance: 0.1,
         activation_backlog: 0,
         scale_to_zero_after: s(300),
         scale_up: BehaviorConfig::default(),
-        scale_down: BehaviorConfig::default(),
+        scale_down: BehaviorConfig {
+            stabilization: Some(s(300)),
+            cooldown: Some(Duration::ZERO),
+            ..BehaviorConfig::default()
+        },
         fallback: FallbackConfig::default(),
         paused: false,
     }

@@ -284,6 +284,54 @@ fn on_the_bundled_diurnal_trace_qscale_beats_the_hpa_on_age_at_no_more_cost() {
     );
 }
 
+/// The traces of scripts/defaults-vs-hpa.sh, read from the script so the
+/// test and the published figures cannot drift apart: `(name, pattern)`.
+fn out_of_the_box_traces() -> Vec<(String, String)> {
+    let script = std::fs::read_to_string(repo().join("scripts/defaults-vs-hpa.sh")).unwrap();
+    script
+        .lines()
+        .filter_map(|l| {
+            let row = l.trim().strip_prefix('"')?.strip_suffix('"')?;
+            let (name, pattern) = row.split_once('|')?;
+            Some((name.to_string(), pattern.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_config_a_new_user_writes_beats_keda_and_the_hpa_with_no_tuning() {
+    // Issue 13's bar, in the simulator: no more time over the objective,
+    // at most half the idle replica-seconds, at most twice the scale actions.
+    let traces = out_of_the_box_traces();
+    assert_eq!(traces.len(), 8, "{traces:?}");
+    for (name, pattern) in traces {
+        let mut a = args("config/out-of-the-box.toml", &pattern);
+        a.duration = Some(Duration::from_secs(1800));
+        a.seconds_per_message = Some(2.0);
+        a.startup_delay = Some(Duration::from_secs(30));
+        let o = simulate(&a).expect("simulate");
+        let (q, h) = (&o.runs[0].metrics, &o.runs[1].metrics);
+        let busy = 2 * (0..1800).map(|t| o.scenario.trace.at(t)).sum::<u64>();
+        let idle = |m: &qscale::simulate::report::Metrics| m.replica_seconds.saturating_sub(busy);
+        assert!(
+            q.seconds_over_objective <= h.seconds_over_objective,
+            "{name}: qscale {q:?} vs hpa {h:?}"
+        );
+        assert!(
+            idle(q) * 2 <= idle(h),
+            "{name}: idle replica-s {} vs {}",
+            idle(q),
+            idle(h)
+        );
+        assert!(
+            q.scale_actions <= 2 * h.scale_actions,
+            "{name}: actions {} vs {}",
+            q.scale_actions,
+            h.scale_actions
+        );
+    }
+}
+
 #[test]
 fn bundled_traces_are_small_and_parse() {
     for name in ["burst.csv", "diurnal.csv"] {

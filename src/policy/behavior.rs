@@ -166,6 +166,14 @@ impl History {
         u32::try_from(limit).unwrap_or(0)
     }
 
+    /// How long before `now` qscale last changed the count, if it did within
+    /// the remembered history.
+    pub fn since_last_event(&self, now: Instant) -> Option<Duration> {
+        self.events
+            .back()
+            .map(|e| now.saturating_duration_since(e.at))
+    }
+
     #[cfg(test)]
     pub fn recommendation_count(&self) -> usize {
         self.recommendations.len()
@@ -192,6 +200,7 @@ mod tests {
                     period: secs(p),
                 })
                 .collect(),
+            cooldown: Duration::ZERO,
         }
     }
 

@@ -39,6 +39,14 @@ pub struct PolicyConfig {
     #[serde(default)]
     pub throughput: Option<ThroughputConfig>,
 
+    /// With `max_message_age` set and no `throughput` section, run the
+    /// throughput signal anyway, with `seconds_per_message` learned from the
+    /// drain: it sizes for the arrival rate instead of waiting for the backlog
+    /// to grow. Until it has learned, it neither raises nor holds the count.
+    /// `false` sizes on backlog and age alone.
+    #[serde(default = "crate::validate::default_true")]
+    pub learn_throughput: bool,
+
     /// Age signal and the objective for message age, e.g. `"2m"`: when the
     /// oldest message is older, propose at least
     /// `ceil(current * age / max_message_age)` and never less than current + 1.
@@ -49,7 +57,7 @@ pub struct PolicyConfig {
     pub max_message_age: Option<Duration>,
 
     /// Keep the current count when the proposal is within this fraction of it
-    /// (0.1 = 10 %, as the HPA). May be 0.
+    /// (default 0.2 = 20 %; the HPA uses 0.1). May be 0.
     #[serde(default = "default_tolerance")]
     pub tolerance: f64,
 
@@ -64,13 +72,14 @@ pub struct PolicyConfig {
     #[schemars(with = "String")]
     pub scale_to_zero_after: Duration,
 
-    /// Scale-up behavior (defaults: no stabilization; at most
+    /// Scale-up behavior (defaults: no stabilization, no cooldown; at most
     /// max(+100 %, +4 pods) per 15 s, as the HPA).
     #[serde(default)]
     pub scale_up: BehaviorConfig,
 
-    /// Scale-down behavior (defaults: 5 min stabilization; at most -100 % per
-    /// 15 s, as the HPA).
+    /// Scale-down behavior (defaults: 90 s stabilization, a 2 min cooldown
+    /// after any change; at most -100 % per 15 s. The HPA waits 5 min and
+    /// has no cooldown).
     #[serde(default)]
     pub scale_down: BehaviorConfig,
 
@@ -86,8 +95,14 @@ pub struct PolicyConfig {
 fn default_min_replicas() -> u32 {
     1
 }
+fn default_scale_down_cooldown() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_scale_down_stabilization() -> Duration {
+    Duration::from_secs(90)
+}
 fn default_tolerance() -> f64 {
-    0.1
+    0.2
 }
 fn default_scale_to_zero_after() -> Duration {
     Duration::from_secs(300)
@@ -139,6 +154,14 @@ pub struct BehaviorConfig {
     /// `{ percent = N, period = "15s" }`.
     #[serde(default)]
     pub policies: Option<Vec<RateLimitConfig>>,
+
+    /// After any change qscale made to the replica count, do not move in this
+    /// direction for this long, e.g. `"1m"`: the workers just added or
+    /// removed get time to show their effect on the queue before the next
+    /// step. At most 30 min.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub cooldown: Option<Duration>,
 }
 
 /// Which rate limit applies when several are listed.
@@ -315,6 +338,9 @@ impl BehaviorConfig {
         {
             p.push(format!("{path}.stabilization"), "must be at most 1h");
         }
+        if self.cooldown.is_some_and(|c| c > MAX_PERIOD) {
+            p.push(format!("{path}.cooldown"), "must be at most 30m");
+        }
         if let Some(policies) = &self.policies {
             if policies.is_empty() && self.select != Some(SelectPolicy::Disabled) {
                 p.push(
@@ -347,6 +373,7 @@ pub struct Behavior {
     pub stabilization: Duration,
     pub select: SelectPolicy,
     pub limits: Vec<RateLimit>,
+    pub cooldown: Duration,
 }
 
 /// One rate limit, resolved.
@@ -377,6 +404,10 @@ pub struct Throughput {
     pub seconds_per_message: Option<f64>,
     pub drain_within: Duration,
     pub target_utilization: f64,
+    /// Not configured: on by default beside an age objective
+    /// (`learn_throughput`). Until its inputs are known it stays silent
+    /// instead of holding scale-down, since the user did not ask for it.
+    pub implicit: bool,
 }
 
 /// A validated policy with every default resolved: the input of `decide`.
@@ -422,14 +453,24 @@ impl Policy {
             min_replicas: c.min_replicas,
             max_replicas: c.max_replicas.min(MAX_REPLICAS_LIMIT),
             messages_per_replica: c.messages_per_replica,
-            throughput: c.throughput.as_ref().map(|t| Throughput {
-                seconds_per_message: t.seconds_per_message,
-                drain_within: t
-                    .drain_within
-                    .or(c.max_message_age)
-                    .unwrap_or(Duration::from_secs(60)),
-                target_utilization: t.target_utilization,
-            }),
+            throughput: match (&c.throughput, c.max_message_age) {
+                (Some(t), _) => Some(Throughput {
+                    seconds_per_message: t.seconds_per_message,
+                    drain_within: t
+                        .drain_within
+                        .or(c.max_message_age)
+                        .unwrap_or(Duration::from_secs(60)),
+                    target_utilization: t.target_utilization,
+                    implicit: false,
+                }),
+                (None, Some(age)) if c.learn_throughput => Some(Throughput {
+                    seconds_per_message: None,
+                    drain_within: age,
+                    target_utilization: default_target_utilization(),
+                    implicit: true,
+                }),
+                (None, _) => None,
+            },
             max_message_age: c.max_message_age,
             count_in_flight: caps.count_in_flight && caps.in_flight,
             count_delayed: caps.count_delayed && caps.delayed,
@@ -452,12 +493,13 @@ impl Policy {
                         },
                     ],
                 ),
+                cooldown: c.scale_up.cooldown.unwrap_or(Duration::ZERO),
             },
             scale_down: Behavior {
                 stabilization: c
                     .scale_down
                     .stabilization
-                    .unwrap_or(Duration::from_secs(300)),
+                    .unwrap_or(default_scale_down_stabilization()),
                 select: c.scale_down.select.unwrap_or(SelectPolicy::Max),
                 limits: limits(
                     &c.scale_down.policies,
@@ -466,6 +508,10 @@ impl Policy {
                         period: fifteen,
                     }],
                 ),
+                cooldown: c
+                    .scale_down
+                    .cooldown
+                    .unwrap_or(default_scale_down_cooldown()),
             },
             fallback: Fallback {
                 after_failures: c.fallback.after_failures.max(1),
@@ -486,7 +532,12 @@ impl Policy {
             .chain(&self.scale_down.limits)
             .map(|l| l.period);
         periods
-            .chain([self.scale_up.stabilization, self.scale_down.stabilization])
+            .chain([
+                self.scale_up.stabilization,
+                self.scale_down.stabilization,
+                self.scale_up.cooldown,
+                self.scale_down.cooldown,
+            ])
             .max()
             .unwrap_or(Duration::ZERO)
     }

@@ -486,6 +486,15 @@ fn with_sample(
                     reasons,
                 );
             }
+            (_, _, Some(_)) if tp.implicit => {
+                // Not asked for by the user: silent until it has learned.
+                propose(
+                    "throughput",
+                    None,
+                    "throughput not yet learned (on by default beside max_message_age)".into(),
+                    reasons,
+                );
+            }
             (lambda, s, b) => {
                 // Not knowing yet is not a failed sample, but it is no reason
                 // to scale down either.
@@ -701,7 +710,26 @@ fn with_sample(
         });
     }
 
-    // 5. Rate limits.
+    // 5. Cooldowns and rate limits.
+    let cooldown = match desired.cmp(&cur) {
+        std::cmp::Ordering::Greater => policy.scale_up.cooldown,
+        std::cmp::Ordering::Less => policy.scale_down.cooldown,
+        std::cmp::Ordering::Equal => Duration::ZERO,
+    };
+    if let Some(since) = state.history.since_last_event(now)
+        && since < cooldown
+    {
+        let dir = if desired > cur { "up" } else { "down" };
+        reasons.push(Reason {
+            step: Step::RateLimit,
+            message: format!(
+                "last change {} ago, within the {dir} cooldown {}; keeping {cur} (would be {desired})",
+                secs(since),
+                secs(cooldown)
+            ),
+        });
+        desired = cur;
+    }
     if desired > cur {
         let limit = state.history.scale_up_limit(cur, now, &policy.scale_up);
         if desired > limit {

@@ -22,6 +22,7 @@ fn base_config() -> PolicyConfig {
         max_replicas: 100,
         messages_per_replica: Some(20.0),
         throughput: None,
+        learn_throughput: false,
         max_message_age: None,
         tolerance: 0.1,
         activation_backlog: 0,
@@ -355,6 +356,7 @@ fn default_scale_up_is_max_of_double_or_four_pods_per_15s() {
 fn custom_scale_down_policy_limits_pods_per_period() {
     let p = policy(|c| {
         c.scale_down.stabilization = Some(Duration::ZERO);
+        c.scale_down.cooldown = Some(Duration::ZERO);
         c.scale_down.policies = Some(vec![RateLimitConfig {
             pods: Some(2),
             percent: None,
@@ -379,6 +381,94 @@ fn custom_scale_down_policy_limits_pods_per_period() {
         decide(&p, &mut st, Some(&sample(0, 0)), cur(8), t0 + s(60)).replicas,
         6
     );
+}
+
+#[test]
+fn no_scale_down_within_the_cooldown_after_a_change() {
+    let p = policy(|c| {
+        c.scale_down.stabilization = Some(Duration::ZERO);
+        c.scale_down.cooldown = Some(s(120));
+    });
+    let t0 = Instant::now();
+    let mut st = PolicyState::new();
+    // Backlog 200 / 20 asks for 10: up from 4 is not held by a down cooldown.
+    let up = decide(&p, &mut st, Some(&sample(200, 0)), cur(4), t0);
+    assert_eq!(up.replicas, 8, "{:?}", up.reasons);
+    st.record_scale(4, 8, t0);
+    // The queue empties at once: the workers just added are kept for 2 min.
+    let held = decide(&p, &mut st, Some(&sample(0, 0)), cur(8), t0 + s(60));
+    assert_eq!(held.replicas, 8);
+    assert_eq!(
+        held.reasons.last().unwrap().to_string(),
+        "rate limit: last change 1m ago, within the down cooldown 2m; keeping 8 (would be 0)"
+    );
+    let after = decide(&p, &mut st, Some(&sample(0, 0)), cur(8), t0 + s(120));
+    assert_eq!(after.replicas, 1, "{:?}", after.reasons);
+}
+
+#[test]
+fn an_up_cooldown_spaces_scale_ups() {
+    let p = policy(|c| c.scale_up.cooldown = Some(s(30)));
+    let t0 = Instant::now();
+    let mut st = PolicyState::new();
+    assert_eq!(
+        decide(&p, &mut st, Some(&sample(100, 0)), cur(2), t0).replicas,
+        5
+    );
+    st.record_scale(2, 5, t0);
+    assert_eq!(
+        decide(&p, &mut st, Some(&sample(200, 0)), cur(5), t0 + s(20)).replicas,
+        5
+    );
+    assert_eq!(
+        decide(&p, &mut st, Some(&sample(200, 0)), cur(5), t0 + s(30)).replicas,
+        10
+    );
+}
+
+#[test]
+fn an_age_objective_brings_a_learned_throughput_signal_that_is_silent_until_learned() {
+    let p = policy(|c| {
+        c.max_message_age = Some(s(120));
+        c.learn_throughput = true;
+        c.scale_down.stabilization = Some(Duration::ZERO);
+        c.scale_down.cooldown = Some(Duration::ZERO);
+    });
+    let t = p.throughput.expect("implicit throughput");
+    assert!(t.implicit);
+    assert_eq!(t.drain_within, s(120));
+    assert_eq!(t.seconds_per_message, None);
+    // Nothing learned yet: the signal neither raises nor holds the count.
+    let t0 = Instant::now();
+    let mut st = PolicyState::new();
+    let d = decide(&p, &mut st, Some(&sample(0, 0)), cur(6), t0);
+    assert_eq!(d.replicas, 1, "{:?}", d.reasons);
+    assert!(
+        d.reasons
+            .iter()
+            .any(|r| r.message.contains("throughput not yet learned")),
+        "{:?}",
+        d.reasons
+    );
+    // Configured explicitly, the same unknown holds scale-down.
+    let explicit = policy(|c| {
+        c.max_message_age = Some(s(120));
+        c.throughput = Some(ThroughputConfig {
+            seconds_per_message: None,
+            drain_within: None,
+            target_utilization: 1.0,
+        });
+        c.scale_down.stabilization = Some(Duration::ZERO);
+    });
+    let mut st = PolicyState::new();
+    let d = decide(&explicit, &mut st, Some(&sample(0, 0)), cur(6), t0);
+    assert_eq!(d.replicas, 6, "{:?}", d.reasons);
+    // And `learn_throughput = false` turns it off.
+    let off = policy(|c| {
+        c.max_message_age = Some(s(120));
+        c.learn_throughput = false;
+    });
+    assert_eq!(off.throughput, None);
 }
 
 // ---- 6. bounds ------------------------------------------------------------------
@@ -670,6 +760,46 @@ proptest! {
             if d.replicas != c {
                 st.record_scale(c, d.replicas, now);
                 if i > 100 { changes_after_settling += 1; }
+            }
+            c = d.replicas;
+        }
+        prop_assert_eq!(changes_after_settling, 0, "oscillates at {}", c);
+    }
+
+    #[test]
+    fn the_shipped_defaults_converge_under_constant_load(
+        mpr in 1.0f64..50.0,
+        lambda in 0.5f64..40.0,
+        visible in 0u64..2_000,
+        service in 0.1f64..5.0,
+        start in 1u32..60,
+        poll in 1u64..30,
+    ) {
+        // Only what a new user writes; every other knob at its default,
+        // the learned throughput signal included. The queue is in a steady
+        // state: constant arrivals and backlog, lambda x service messages
+        // in flight (Little's law), the oldest message inside the objective.
+        let c: PolicyConfig = toml::from_str(&format!(
+            "max_replicas = 500\nmessages_per_replica = {mpr}\nmax_message_age = \"2m\""
+        ))
+        .unwrap();
+        let p = Policy::new(&c, &CAPS);
+        prop_assert!(p.throughput.is_some_and(|t| t.implicit));
+        let t0 = Instant::now();
+        let mut st = PolicyState::new();
+        let mut c = start;
+        let mut changes_after_settling = 0;
+        for i in 0..1_000u64 {
+            let now = t0 + Duration::from_secs(poll * i);
+            let s = Sample {
+                oldest_age: Some(Duration::from_secs(30)),
+                arrival_rate: Some(lambda),
+                ..sample(visible, (lambda * service).round() as u64)
+            };
+            let d = decide(&p, &mut st, Some(&s), cur(c), now);
+            if d.replicas != c {
+                st.record_scale(c, d.replicas, now);
+                if i > 500 { changes_after_settling += 1; }
             }
             c = d.replicas;
         }
