@@ -238,9 +238,41 @@ pub enum ConfigError {
     /// Syntax or shape error reported by the parser or serde.
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    /// The file is larger than [`MAX_CONFIG_BYTES`].
+    #[error(
+        "config file {path} is larger than the {} MiB limit; split the scalers over several qscale instances",
+        MAX_CONFIG_BYTES >> 20
+    )]
+    TooLarge { path: PathBuf },
+    /// A YAML alias (`*name`): refused, since nested aliases can expand a
+    /// few lines into gigabytes.
+    #[error(
+        "config file {path}, line {line}: YAML aliases (*name) are not accepted, since a few nested ones can expand to gigabytes; write the value out"
+    )]
+    YamlAlias { path: PathBuf, line: usize },
     /// The file parsed but broke one or more rules; every problem is listed.
     #[error("{}", .0)]
     Invalid(Problems),
+}
+
+/// The largest config file qscale reads, on start and on reload: far above
+/// any real file (10,000 short scalers take 2.9 MiB), far below what would
+/// hurt the daemon.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// The line of the first YAML alias in `text`, if any. Walks the parser's
+/// events, which report an alias without expanding it, so the walk costs
+/// one pass over the text whatever the file holds. A syntax error stops the
+/// walk: the real parse reports it with its own message.
+fn first_yaml_alias(text: &str) -> Option<usize> {
+    let mut parser = yaml_rust2::parser::Parser::new_from_str(text);
+    loop {
+        match parser.next_token() {
+            Ok((yaml_rust2::parser::Event::Alias(_), mark)) => return Some(mark.line()),
+            Ok((yaml_rust2::parser::Event::StreamEnd, _)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
 }
 
 impl ConfigError {
@@ -251,6 +283,8 @@ impl ConfigError {
             ConfigError::UnknownFormat { .. } => "unknown_format",
             ConfigError::Empty { .. } => "empty",
             ConfigError::Parse { .. } => "parse",
+            ConfigError::TooLarge { .. } => "too_large",
+            ConfigError::YamlAlias { .. } => "yaml_alias",
             ConfigError::Invalid(_) => "invalid",
         }
     }
@@ -281,10 +315,17 @@ fn format_of(path: &Path) -> Option<Format> {
 impl Config {
     /// Read, parse, apply `QSCALE__` environment overrides and validate.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+        use std::io::Read;
+        let unreadable = |e: std::io::Error| ConfigError::Unreadable {
             path: path.to_path_buf(),
             reason: e.to_string(),
-        })?;
+        };
+        // Read at most one byte past the limit: a huge file (or an endless
+        // one, such as a device) is refused without being read whole.
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text))
+            .map_err(unreadable)?;
         Self::from_str_with_env(&text, path, std::env::vars())
     }
 
@@ -298,9 +339,22 @@ impl Config {
         let format = format_of(path).ok_or_else(|| ConfigError::UnknownFormat {
             path: path.to_path_buf(),
         })?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                path: path.to_path_buf(),
+            });
+        }
         if text.trim().is_empty() {
             return Err(ConfigError::Empty {
                 path: path.to_path_buf(),
+            });
+        }
+        if format == Format::Yaml
+            && let Some(line) = first_yaml_alias(text)
+        {
+            return Err(ConfigError::YamlAlias {
+                path: path.to_path_buf(),
+                line,
             });
         }
         let file_format = match format {

@@ -123,6 +123,20 @@ fn check_lists_every_error_with_its_field_path_and_exits_2() {
     assert!(err.contains("5 error(s)"), "{err}");
 }
 
+/// Nine levels of nested YAML aliases, nine items each: ten lines that a
+/// parser expanding aliases would turn into 9^9 (387 million) strings.
+fn alias_bomb() -> String {
+    let mut text = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    for w in names.windows(2) {
+        let items = vec![format!("*{}", w[0]); 9].join(",");
+        text.push_str(&format!("{}: &{} [{items}]\n", w[1], w[1]));
+    }
+    text
+}
+
 #[test]
 fn bad_input_gives_one_clear_line_never_a_panic() {
     let dir = tempfile::tempdir().unwrap();
@@ -170,6 +184,18 @@ fn bad_input_gives_one_clear_line_never_a_panic() {
             "use a .toml, .yaml or .yml extension",
         ),
         (d.join("missing.toml"), "cannot read config file"),
+        (
+            write(d, "bomb.yaml", &alias_bomb()),
+            "line 2: YAML aliases (*name) are not accepted",
+        ),
+        (
+            write(
+                d,
+                "huge.toml",
+                &"# padding\n".repeat((qscale::config::MAX_CONFIG_BYTES / 10 + 1) as usize),
+            ),
+            "larger than the 16 MiB limit",
+        ),
     ];
     for (path, want) in cases {
         let (code, _out, err) = qscale(&["check", path.to_str().unwrap()]);
