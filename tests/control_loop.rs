@@ -101,6 +101,7 @@ tolerance = 0
 {extra_policy}
 [scaler.policy.scale_down]
 stabilization = "0s"
+cooldown = "0s"
 "#
     );
     let cfg = Config::from_str_with_env(&text, std::path::Path::new("t.toml"), Vec::new())

@@ -154,6 +154,7 @@ tolerance = 0
 policies = [{{ percent = 1000, period = "1s" }}]
 [scaler.policy.scale_down]
 stabilization = "3s"
+cooldown = "0s"
 policies = [{{ percent = 100, period = "1s" }}]
 "#
     )

@@ -76,6 +76,7 @@ messages_per_replica = 20
 tolerance = 0
 [scaler.policy.scale_down]
 stabilization = "0s"
+cooldown = "0s"
 [scaler.policy.fallback]
 after_failures = 3
 action = "hold"

@@ -57,6 +57,7 @@ messages_per_replica = 1
 scale_to_zero_after = "1s"
 [scaler.policy.scale_down]
 stabilization = "0s"
+cooldown = "0s"
 "#
         ),
     )
