@@ -380,7 +380,10 @@ impl Config {
             )
             .build()
             .map_err(parse_err)?;
-        let cfg: Config = layered.try_deserialize().map_err(parse_err)?;
+        let cfg = deserialize_collecting(layered).map_err(|e| match e {
+            Collected::Problems(p) => ConfigError::Invalid(p),
+            Collected::Parse(e) => parse_err(e),
+        })?;
         cfg.validate().map_err(ConfigError::Invalid)?;
         Ok(cfg)
     }
@@ -462,6 +465,174 @@ impl Config {
 
 /// The `config` crate prefixes errors in ways that repeat the path; keep the
 /// parser's own words (which carry line and column) on one line.
+/// At most this many unknown or mistyped fields are set aside and the file
+/// read again; past it the problems found so far are reported.
+const MAX_SET_ASIDE: usize = 64;
+
+enum Collected {
+    /// The first error could not be tied to one field: report it as is.
+    Parse(config::ConfigError),
+    /// Every unknown or mistyped field, then every rule the rest breaks.
+    Problems(Problems),
+}
+
+/// Deserialize the layered config; when that fails on one field (unknown,
+/// or a value of the wrong type or form), note the problem with its path,
+/// set the field aside and read the rest again, so that one `qscale check`
+/// lists every problem, the rules the remaining fields break included.
+/// `deny_unknown_fields` stays strict: a set-aside field is still an error.
+fn deserialize_collecting(layered: config::Config) -> Result<Config, Collected> {
+    let mut err = match layered.clone().try_deserialize::<Config>() {
+        Ok(cfg) => return Ok(cfg),
+        Err(e) => e,
+    };
+    let Ok(mut tree) = layered.try_deserialize::<serde_json::Value>() else {
+        return Err(Collected::Parse(err));
+    };
+    let mut problems = Problems::default();
+    let mut set_aside: Vec<String> = Vec::new();
+    for _ in 0..MAX_SET_ASIDE {
+        let missing = match &err {
+            config::ConfigError::NotFound(key) => Some(tidy_key(key)),
+            e => field_error(e).and_then(|(key, message)| {
+                message
+                    .strip_prefix("missing field `")
+                    .and_then(|m| m.split('`').next())
+                    .map(|field| join_key(&key, field))
+            }),
+        };
+        if let Some(full) = missing {
+            // A required field: either set aside here (its own problem is
+            // already listed) or truly absent; nothing more can be read.
+            if !set_aside.contains(&full) {
+                problems.push(full, "missing field (required)");
+            }
+            return Err(Collected::Problems(problems));
+        }
+        let Some((key, message)) = field_error(&err) else {
+            break;
+        };
+        let (path, what) = match message
+            .strip_prefix("unknown field `")
+            .and_then(|m| m.split('`').next())
+        {
+            Some(field) => (join_key(&key, field), message.clone()),
+            None => (key.clone(), message.clone()),
+        };
+        if path.is_empty() || !remove_key(&mut tree, &path) {
+            break;
+        }
+        problems.push(&path, what);
+        set_aside.push(path);
+        match config::Config::builder()
+            .add_source(config::File::from_str(
+                &tree.to_string(),
+                config::FileFormat::Json,
+            ))
+            .build()
+            .and_then(|c| c.try_deserialize::<Config>())
+        {
+            Ok(cfg) => {
+                if let Err(more) = cfg.validate() {
+                    // A rule about the table that held a set-aside field
+                    // ("set at least one signal") may only be its echo.
+                    problems.0.extend(more.0.into_iter().filter(|line| {
+                        !set_aside.iter().any(|gone| {
+                            line.split_once(": ")
+                                .is_some_and(|(at, _)| gone.starts_with(&format!("{at}.")))
+                        })
+                    }));
+                }
+                return Err(Collected::Problems(problems));
+            }
+            Err(e) => err = e,
+        }
+    }
+    if problems.is_empty() {
+        Err(Collected::Parse(err))
+    } else {
+        problems.push("(file)", tidy_parse_message(&err.to_string()));
+        Err(Collected::Problems(problems))
+    }
+}
+
+/// The key path and serde message of an error about one field.
+fn field_error(e: &config::ConfigError) -> Option<(String, String)> {
+    match e {
+        config::ConfigError::At {
+            error,
+            key: Some(key),
+            ..
+        } => match error.as_ref() {
+            config::ConfigError::Message(m) => Some((tidy_key(key), m.clone())),
+            inner => field_error(inner),
+        },
+        // Unknown fields of the top-level table carry no key.
+        config::ConfigError::Message(m) => Some((String::new(), m.clone())),
+        config::ConfigError::Type {
+            key: Some(key),
+            unexpected,
+            expected,
+            ..
+        } => Some((
+            tidy_key(key),
+            format!("invalid type: {unexpected}, expected {expected}"),
+        )),
+        _ => None,
+    }
+}
+
+/// `scaler[0]policy` (the config crate's form) as `scaler[0].policy`.
+fn tidy_key(key: &str) -> String {
+    tidy_parse_message(key)
+}
+
+fn join_key(parent: &str, field: &str) -> String {
+    if parent.is_empty() {
+        field.to_string()
+    } else {
+        format!("{parent}.{field}")
+    }
+}
+
+/// Remove the value at `scaler[0].policy.x` from the tree; false when the
+/// path leads nowhere.
+fn remove_key(tree: &mut serde_json::Value, path: &str) -> bool {
+    let mut steps: Vec<Result<&str, usize>> = Vec::new();
+    for part in path.split('.') {
+        let (name, rest) = part.split_once('[').unwrap_or((part, ""));
+        if !name.is_empty() {
+            steps.push(Ok(name));
+        }
+        for idx in rest.split('[') {
+            if let Some(Ok(i)) = idx.strip_suffix(']').map(str::parse::<usize>) {
+                steps.push(Err(i));
+            }
+        }
+    }
+    let Some((last, parents)) = steps.split_last() else {
+        return false;
+    };
+    let mut node = tree;
+    for step in parents {
+        let next = match (step, node) {
+            (Ok(name), serde_json::Value::Object(m)) => m.get_mut(*name),
+            (Err(i), serde_json::Value::Array(a)) => a.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => return false,
+        }
+    }
+    match (last, node) {
+        (Ok(name), serde_json::Value::Object(m)) => m.remove(*name).is_some(),
+        // An array element cannot go without shifting the others' paths:
+        // replace it by null, which fails again; stop there.
+        _ => false,
+    }
+}
+
 fn tidy_parse_message(msg: &str) -> String {
     // Drop the source-snippet lines of TOML errors (`  |`, `3 | text`): the
     // line and column are already in the first line.

@@ -210,6 +210,35 @@ fn bad_input_gives_one_clear_line_never_a_panic() {
 }
 
 #[test]
+fn check_lists_unknown_fields_bad_values_and_broken_rules_in_one_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "several.toml",
+        "top = 1\n[[scaler]]\nname = \"a\"\nbogus = 1\n[scaler.source]\nkind = \"sqs\"\nqueue_name = \"q\"\ncolour = \"red\"\n[scaler.target]\nkind = \"kubernetes\"\nname = \"w\"\n[scaler.policy]\nmin_replicas = 5\nmax_replicas = 3\nmessages_per_replica = 10\nmax_message_age = \"soon\"\n",
+    );
+    let (code, _out, err) = qscale(&["check", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    for want in [
+        "error: top: unknown field `top`",
+        "error: scaler[0].bogus: unknown field `bogus`",
+        "error: scaler[0].source.colour: unknown field `colour`",
+        "error: scaler[0].policy.max_message_age: invalid value: string \"soon\", expected a duration",
+        "error: scaler[0].policy.max_replicas: must be >= min_replicas (5)",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(want)),
+            "want {want:?} in:\n{err}"
+        );
+    }
+    assert_eq!(
+        lines.last(),
+        Some(&format!("{}: 5 error(s)", path.display()).as_str())
+    );
+}
+
+#[test]
 fn environment_overrides_file_values() {
     let text = std::fs::read_to_string(repo().join("config/sqs-kubernetes.toml")).unwrap();
     let env = vec![
@@ -236,8 +265,12 @@ fn an_invalid_environment_override_is_reported_like_a_file_error() {
         "not-an-address".to_string(),
     )];
     let err = Config::from_str_with_env(&text, Path::new("x.toml"), env).unwrap_err();
-    assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
-    assert!(err.to_string().contains("server.listen"), "{err}");
+    // Listed with its field path, like any file problem.
+    assert!(matches!(err, ConfigError::Invalid(_)), "{err}");
+    assert_eq!(
+        err.lines(),
+        vec!["server.listen: invalid socket address syntax".to_string()]
+    );
 }
 
 #[test]

@@ -7,7 +7,15 @@ use std::path::Path;
 use proptest::prelude::*;
 use qscale::config::Config;
 
-const LABELS: &[&str] = &["unreadable", "unknown_format", "empty", "parse", "invalid"];
+const LABELS: &[&str] = &[
+    "unreadable",
+    "unknown_format",
+    "empty",
+    "parse",
+    "too_large",
+    "yaml_alias",
+    "invalid",
+];
 
 fn examples() -> Vec<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
