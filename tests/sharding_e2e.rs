@@ -157,6 +157,8 @@ initial_replicas = 1
 min_replicas = 1
 max_replicas = 200
 messages_per_replica = 5
+# Every small rise is acted on, so leaders keep writing (see below).
+tolerance = 0
 "#
         ));
     }
