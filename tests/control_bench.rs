@@ -226,11 +226,22 @@ impl Run {
     }
 }
 
+/// Batches the producer keeps in flight at once, so a slow round trip to
+/// moto delays the schedule less.
+const SENDS_IN_FLIGHT: usize = 8;
+
 /// Send the trace on schedule in batches of up to 10 (SendMessageBatch),
-/// all messages due by now in one go.
+/// all messages due by now in one go, several batches at a time.
 async fn producer(run: Arc<Run>, times: Vec<f64>) {
     let mut i = 0;
+    let mut sends = tokio::task::JoinSet::new();
     while i < times.len() && !run.stop.load(Ordering::Relaxed) {
+        if run.aborted_at.lock().unwrap().is_some() {
+            break;
+        }
+        while sends.len() >= SENDS_IN_FLIGHT {
+            let _ = sends.join_next().await;
+        }
         run.sleep_until_v(times[i]).await;
         let now = run.vnow();
         let mut due = Vec::new();
@@ -255,23 +266,26 @@ async fn producer(run: Arc<Run>, times: Vec<f64>) {
                 w.insert(id, sent_at);
             }
         }
-        let r = run
-            .sqs
-            .send_message_batch()
-            .queue_url(&run.queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await;
-        if let Err(e) = r {
-            run.error(format!("send: {}", DisplayErrorContext(&e)));
-        }
-        let lag = run.vnow() - due[0].1;
-        run.lags.lock().unwrap().push(lag);
-        if lag > ABORT_LAG_SECONDS {
-            *run.aborted_at.lock().unwrap() = Some(due[0].1);
-            return;
-        }
+        let run = run.clone();
+        sends.spawn(async move {
+            let r = run
+                .sqs
+                .send_message_batch()
+                .queue_url(&run.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await;
+            if let Err(e) = r {
+                run.error(format!("send: {}", DisplayErrorContext(&e)));
+            }
+            let lag = run.vnow() - due[0].1;
+            run.lags.lock().unwrap().push(lag);
+            if lag > ABORT_LAG_SECONDS {
+                run.aborted_at.lock().unwrap().get_or_insert(due[0].1);
+            }
+        });
     }
+    while sends.join_next().await.is_some() {}
 }
 
 /// One worker: starts after the start-up delay, then receives one message
