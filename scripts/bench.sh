@@ -5,6 +5,11 @@
 #   scripts/bench.sh simulate   criterion: the simulator
 #   scripts/bench.sh reaction   first message -> scale write on a real apiserver
 #   scripts/bench.sh footprint  RSS and CPU of `qscale run` with 1,000 demo scalers
+#   scripts/bench.sh control [trace] [--smoke]
+#                               qscale run vs a KEDA+HPA model on real SQS (moto) and a
+#                               real apiserver, a 30-min trace at x10 (QSCALE_BENCH_SCALE);
+#                               trace: a file or a name in traces/ (default flash-crowd);
+#                               --smoke: a 5-min slice, ~1 min per controller; fails only on errors
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -15,6 +20,20 @@ case "${1:-}" in
     start_peers
     cargo test --release --test reaction_bench -- --ignored --nocapture
     ;;
+  control)
+    shift
+    trace="" smoke=0
+    for a in "$@"; do
+      case "$a" in
+        --smoke) smoke=1 ;;
+        *) trace="$a" ;;
+      esac
+    done
+    source scripts/peers.sh
+    start_peers
+    QSCALE_BENCH_TRACE="$trace" QSCALE_BENCH_SMOKE="$smoke" \
+      cargo test --test control_bench -- --ignored --nocapture
+    ;;
   footprint) bash scripts/footprint.sh "${2:-1000}" "${3:-60}" ;;
-  *) echo "usage: $0 {policy|simulate|reaction|footprint [scalers] [seconds]}" >&2; exit 2 ;;
+  *) echo "usage: $0 {policy|simulate|reaction|control [trace] [--smoke]|footprint [scalers] [seconds]}" >&2; exit 2 ;;
 esac

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::clock::TimeScale;
 use crate::config::Config;
 
 /// Exit code for a configuration that must be fixed.
@@ -44,6 +45,14 @@ pub enum Command {
         /// Decide and report, never write to any target.
         #[arg(long)]
         dry_run: bool,
+        /// For benchmarks and demos only: run the daemon's clock N times
+        /// faster (N > 0, at most 1000), so every configured and default
+        /// duration (poll interval, stabilization windows, rate-limit
+        /// periods, scale_to_zero_after, learned rates) acts as in real time
+        /// on a trace compressed N times. Timeouts to peers and leader
+        /// leases stay real. Never use it to scale real workers.
+        #[arg(long, value_name = "N", default_value_t = TimeScale::REAL, allow_negative_numbers = true)]
+        time_scale: TimeScale,
         /// Log format: `text` for people, `json` for log pipelines.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
@@ -129,10 +138,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run {
             config,
             dry_run,
+            time_scale,
             log_format,
         } => {
             init_logging(log_format);
-            let opts = crate::run::RunOptions { config, dry_run };
+            let opts = crate::run::RunOptions {
+                config,
+                dry_run,
+                time_scale,
+            };
             match runtime()?.block_on(crate::run::run(opts)) {
                 Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(crate::run::RunError::Config(e)) => {

@@ -81,6 +81,13 @@ pub trait QueueSource: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Take one sample. Implementations bound their own network calls.
     async fn sample(&self) -> Result<Sample, SourceError>;
+    /// Whether the ages and rates of this source's samples are measured on
+    /// the daemon's clock (the simulated demo world) rather than the wall
+    /// clock. Under `--time-scale` the daemon converts wall-clock ones to
+    /// its virtual time and leaves these as they are.
+    fn on_daemon_clock(&self) -> bool {
+        false
+    }
 }
 
 /// Why a sample failed. The text is one line that says what to fix.

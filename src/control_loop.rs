@@ -13,6 +13,11 @@
 //! carried over; removed ones are stopped and their metrics dropped.
 //! Shutdown stops new polls, lets an in-flight write finish (bounded), and
 //! returns.
+//!
+//! Policy time (the poll interval, and the `now` every decision and every
+//! recorded scale event gets) is read from the daemon's [`Clock`], which
+//! `--time-scale` makes run faster for benchmarks; phase timeouts, metric
+//! durations and log throttling stay on the wall clock.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +28,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::clients::Clients;
+use crate::clock::Clock;
 use crate::config::{Config, DefaultsConfig, ScalerConfig};
 use crate::contract::{QueueSource, Sample, SourceError};
 use crate::contract::{Replicas, ScaleTarget, TargetError};
@@ -261,8 +267,17 @@ impl Scaler {
     pub async fn prepare(&mut self) -> Prepared {
         let started = Instant::now();
         let timeout = self.defaults.sample_timeout;
+        let clock = self.rt.shared.clock;
         let sample = match self.source().await {
-            Ok(src) => bounded(timeout, src.sample(), SourceError::Timeout(timeout)).await,
+            Ok(src) => bounded(timeout, src.sample(), SourceError::Timeout(timeout))
+                .await
+                .map(|s| {
+                    if src.on_daemon_clock() {
+                        s
+                    } else {
+                        on_daemon_clock(&clock, s)
+                    }
+                }),
             Err(e) => Err(e),
         };
         self.observe("sample", started.elapsed());
@@ -290,7 +305,8 @@ impl Scaler {
                     &self.policy
                 };
                 let mut state = self.state.lock().await;
-                let d = decide(policy, &mut state, sample.as_ref().ok(), *c, t.into_std());
+                let now = clock.now().into_std();
+                let d = decide(policy, &mut state, sample.as_ref().ok(), *c, now);
                 drop(state);
                 self.observe("decide", t.elapsed());
                 Some(d)
@@ -389,7 +405,8 @@ impl Scaler {
                     &self.policy
                 };
                 let mut state = self.state.lock().await;
-                let d2 = decide(policy, &mut state, sample, fresh, Instant::now().into_std());
+                let now = self.rt.shared.clock.now().into_std();
+                let d2 = decide(policy, &mut state, sample, fresh, now);
                 drop(state);
                 if !d2.changes() || d2.paused {
                     return Ok(None);
@@ -408,7 +425,7 @@ impl Scaler {
     }
 
     fn applied(&mut self, from: u32, d: &Decision) {
-        let now = Instant::now().into_std();
+        let now = self.rt.shared.clock.now().into_std();
         if let Ok(mut st) = self.state.try_lock() {
             st.record_scale(from, d.replicas, now);
         }
@@ -606,16 +623,17 @@ impl Scaler {
     /// abandoned at shutdown; a write in progress is allowed to finish.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Scaler {
         let interval = self.poll_interval();
-        // Spread the first polls of many scalers over up to a second.
+        let clock = self.rt.shared.clock;
+        // Spread the first polls of many scalers over up to a (virtual) second.
         let first =
             Duration::from_secs_f64(rand::random_range(0.0..interval.as_secs_f64().min(1.0)));
-        let mut next = Instant::now() + first;
+        let mut next = clock.now() + first;
         loop {
             if *shutdown.borrow() {
                 return self;
             }
             tokio::select! {
-                _ = tokio::time::sleep_until(next) => {}
+                _ = clock.sleep_until(next) => {}
                 _ = shutdown.changed() => return self,
             }
             let prepared = tokio::select! {
@@ -623,9 +641,22 @@ impl Scaler {
                 _ = shutdown.changed() => return self,
             };
             self.finish(prepared).await;
-            next = Instant::now() + jittered(interval);
+            next = clock.now() + jittered(interval);
         }
     }
+}
+
+/// A sample's ages and rates, measured on the wall clock, in the daemon's
+/// time: under `--time-scale N` a message that has waited 12 real seconds
+/// has waited 2 virtual minutes, and 10 arrivals per real second are 1 per
+/// virtual second. The wall clock leaves the sample as it is.
+fn on_daemon_clock(clock: &Clock, mut s: Sample) -> Sample {
+    if clock.is_real() {
+        return s;
+    }
+    s.oldest_age = s.oldest_age.map(|a| clock.to_virtual(a));
+    s.arrival_rate = s.arrival_rate.map(|r| r / clock.scale());
+    s
 }
 
 /// `interval` ± 10 %, so scalers started together drift apart.

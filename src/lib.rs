@@ -29,6 +29,7 @@
 
 pub mod cli;
 pub mod clients;
+pub mod clock;
 pub mod config;
 pub mod contract;
 pub mod control_loop;

@@ -18,6 +18,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::clients::Clients;
+use crate::clock::{Clock, TimeScale};
 use crate::config::{Config, ConfigError};
 use crate::contract::Sample;
 use crate::control_loop::{Daemon, Runtime};
@@ -56,6 +57,9 @@ impl RunError {
 pub struct RunOptions {
     pub config: PathBuf,
     pub dry_run: bool,
+    /// `--time-scale`: how many times faster the daemon's clock runs
+    /// (benchmarks and demos only).
+    pub time_scale: TimeScale,
 }
 
 fn file_fingerprint(path: &Path) -> Option<u64> {
@@ -70,7 +74,15 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     use tokio::signal::unix::{SignalKind, signal};
 
     let config = Config::load(&opts.config)?;
-    let mut rt = Runtime::new(Clients::new(), opts.dry_run);
+    let clock = Clock::scaled(opts.time_scale);
+    if !clock.is_real() {
+        tracing::warn!(
+            time_scale = clock.scale(),
+            "the daemon's clock runs {}x faster than the wall clock: for benchmarks and demos only",
+            clock.scale()
+        );
+    }
+    let mut rt = Runtime::new(Clients::with_clock(clock), opts.dry_run);
     let (stop_elector, elector_stopped) = watch::channel(false);
     let elector = if config.leader_election.enabled {
         let le = config.leader_election.clone();

@@ -1,7 +1,7 @@
 //! The layers of the crate, checked: no module imports one above it.
 //!
 //! docs/architecture.md draws the crate as layers. Bottom up: the
-//! vocabulary every layer shares (`validate`, `contract`, `world`); the
+//! vocabulary every layer shares (`validate`, `contract`, `clock`, `world`); the
 //! process-wide clients and the pure policy; the sources and targets; the
 //! config file and what the daemon records; the daemon; the commands. A
 //! layer may use any layer below it and never one above, so the policy
@@ -23,9 +23,10 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
     // Layer 0: the shared vocabulary.
     m.insert("validate", &[]);
     m.insert("contract", &[]);
-    m.insert("world", &["validate"]);
+    m.insert("clock", &[]);
+    m.insert("world", &["validate", "clock"]);
     // Layer 1: process-wide clients; the pure policy.
-    m.insert("clients", &["validate", "contract", "world"]);
+    m.insert("clients", &["validate", "contract", "clock", "world"]);
     m.insert("policy", BOTTOM);
     // Layer 2: the adapters.
     m.insert("sources", &["validate", "contract", "world", "clients"]);
@@ -45,8 +46,8 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
     m.insert(
         "control_loop",
         &[
-            "validate", "contract", "clients", "policy", "sources", "targets", "config", "metrics",
-            "status", "leader",
+            "validate", "contract", "clock", "clients", "policy", "sources", "targets", "config",
+            "metrics", "status", "leader",
         ],
     );
     m.insert("http", &["contract", "policy", "metrics", "status"]);
@@ -56,6 +57,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         &[
             "validate",
             "contract",
+            "clock",
             "clients",
             "policy",
             "sources",
@@ -79,6 +81,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         &[
             "validate",
             "contract",
+            "clock",
             "clients",
             "policy",
             "sources",

@@ -22,6 +22,7 @@ pub mod http;
 pub mod kube;
 pub mod secret;
 
+use crate::clock::Clock;
 use crate::world::DemoWorld;
 use aws::AwsConfigs;
 use cloudwatch::CloudWatchReaders;
@@ -40,10 +41,22 @@ pub struct Clients {
     pub kube: KubeClients,
     /// Simulated queues of the `demo` source and target, by queue name.
     pub demo: DemoWorld,
+    /// The daemon's clock: the wall clock unless `--time-scale` is set.
+    pub clock: Clock,
 }
 
 impl Clients {
     pub fn new() -> Clients {
         Clients::default()
+    }
+
+    /// Clients for a daemon whose clock is `clock` (`--time-scale`): the
+    /// demo world runs on it, and the control loop reads it from here.
+    pub fn with_clock(clock: Clock) -> Clients {
+        Clients {
+            demo: DemoWorld::with_clock(clock),
+            clock,
+            ..Clients::default()
+        }
     }
 }

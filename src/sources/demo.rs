@@ -116,7 +116,11 @@ impl QueueSource for DemoSource {
     }
 
     async fn sample(&self) -> Result<Sample, SourceError> {
-        Ok(self.sample_at(tokio::time::Instant::now()))
+        Ok(self.sample_at(self.queue.now()))
+    }
+
+    fn on_daemon_clock(&self) -> bool {
+        true
     }
 }
 

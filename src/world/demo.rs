@@ -11,14 +11,18 @@
 //! Each queue is the simulator's [`Model`], advanced lazily: whenever
 //! anyone looks at it, it first catches up to the real time elapsed since
 //! the queue was created (whole seconds), feeding in the arrivals of its
-//! pattern second by second. Time is tokio's clock (so a paused tokio
-//! runtime drives the demo too); every method also has an `_at` form that
-//! takes the time as an argument, which the tests use.
+//! pattern second by second. Time is the daemon's [`Clock`] (tokio's, so
+//! a paused tokio runtime drives the demo too; N times faster under
+//! `qscale run --time-scale N`, so the simulated queue plays the same
+//! compressed trace the daemon's policy sees); every method also has an
+//! `_at` form that takes the time as an argument, which the tests use.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::time::Instant;
+
+use crate::clock::Clock;
 
 use super::model::{Model, Observation, WorkerParams};
 use super::trace::{Arrivals, Pattern};
@@ -45,6 +49,7 @@ pub fn validate_queue_name(p: &mut Problems, path: &str, name: &str) {
 #[derive(Clone, Default)]
 pub struct DemoWorld {
     queues: Arc<Mutex<HashMap<String, Arc<DemoQueue>>>>,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for DemoWorld {
@@ -65,17 +70,25 @@ impl DemoWorld {
         DemoWorld::default()
     }
 
+    /// A world whose queues run on `clock` (the daemon's).
+    pub fn with_clock(clock: Clock) -> DemoWorld {
+        DemoWorld {
+            queues: Arc::default(),
+            clock,
+        }
+    }
+
     /// The queue called `name`, created (empty, no workers) on first use;
     /// its clock starts then.
     pub fn queue(&self, name: &str) -> Arc<DemoQueue> {
-        self.queue_at(name, Instant::now())
+        self.queue_at(name, self.clock.now())
     }
 
     /// [`DemoWorld::queue`], with the clock of a new queue starting at `now`.
     pub fn queue_at(&self, name: &str, now: Instant) -> Arc<DemoQueue> {
         lock(&self.queues)
             .entry(name.to_string())
-            .or_insert_with(|| Arc::new(DemoQueue::new(now)))
+            .or_insert_with(|| Arc::new(DemoQueue::new(now, self.clock)))
             .clone()
     }
 
@@ -107,11 +120,13 @@ struct State {
 /// One simulated queue and its workers.
 pub struct DemoQueue {
     state: Mutex<State>,
+    clock: Clock,
 }
 
 impl DemoQueue {
-    fn new(started: Instant) -> DemoQueue {
+    fn new(started: Instant, clock: Clock) -> DemoQueue {
         DemoQueue {
+            clock,
             state: Mutex::new(State {
                 started,
                 model: Model::new(WorkerParams::default(), 0),
@@ -127,7 +142,7 @@ impl DemoQueue {
     /// does not restart the stream; a different one starts from its own
     /// second 0 now.
     pub fn attach_arrivals(&self, pattern: &Pattern) {
-        self.attach_arrivals_at(pattern, Instant::now())
+        self.attach_arrivals_at(pattern, self.clock.now())
     }
 
     pub fn attach_arrivals_at(&self, pattern: &Pattern, now: Instant) {
@@ -147,7 +162,7 @@ impl DemoQueue {
     /// Set how the workers behave (the demo target does this when it is
     /// built); the first call also starts `initial` replicas, ready at once.
     pub fn attach_workers(&self, params: WorkerParams, initial: u32) {
-        self.attach_workers_at(params, initial, Instant::now())
+        self.attach_workers_at(params, initial, self.clock.now())
     }
 
     pub fn attach_workers_at(&self, params: WorkerParams, initial: u32, now: Instant) {
@@ -172,7 +187,7 @@ impl DemoQueue {
 
     /// The queue and workers as of now.
     pub fn snapshot(&self) -> DemoSnapshot {
-        self.snapshot_at(Instant::now())
+        self.snapshot_at(self.clock.now())
     }
 
     pub fn snapshot_at(&self, now: Instant) -> DemoSnapshot {
@@ -184,9 +199,14 @@ impl DemoQueue {
         }
     }
 
+    /// The time on this queue's clock.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
     /// Ask for `n` workers now.
     pub fn set_replicas(&self, n: u32) {
-        self.set_replicas_at(n, Instant::now())
+        self.set_replicas_at(n, self.clock.now())
     }
 
     pub fn set_replicas_at(&self, n: u32, now: Instant) {
