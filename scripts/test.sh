@@ -7,7 +7,7 @@
 # Prometheus, which also brings promtool; see scripts/prometheus.sh),
 # then checks formatting and lints, then runs every test (among them
 # tests/layering.rs, which fails when a module imports a layer above it;
-# see docs/architecture.md).
+# see docs/architecture.md), then a short smoke of the control benchmark.
 # Usage: bash scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,3 +28,8 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --all-targets --no-fail-fast "$@"
+# A one-minute-per-controller slice of the end-to-end control benchmark,
+# so it cannot rot: it fails on errors (a peer, the daemon, the harness),
+# never on a figure (docs/performance.md, "Control benchmark").
+echo "== control benchmark smoke"
+QSCALE_BENCH_SMOKE=1 cargo test --test control_bench -- --ignored --nocapture
