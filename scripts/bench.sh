@@ -6,10 +6,12 @@
 #   scripts/bench.sh reaction   first message -> scale write on a real apiserver
 #   scripts/bench.sh footprint  RSS and CPU of `qscale run` with 1,000 demo scalers
 #   scripts/bench.sh control [trace] [--smoke]
-#                               qscale run vs a KEDA+HPA model on real SQS (moto) and a
-#                               real apiserver, a 30-min trace at x10 (QSCALE_BENCH_SCALE);
+#                               qscale run vs a KEDA+HPA model on a real queue (a Redis
+#                               list; QSCALE_BENCH_QUEUE=sqs for moto) and a real
+#                               apiserver, a 30-min trace at x10 (QSCALE_BENCH_SCALE);
 #                               trace: a file or a name in traces/ (default flash-crowd);
-#                               --smoke: a 5-min slice, ~1 min per controller; fails only on errors
+#                               --smoke: a 5-min slice, ~1 min per controller; fails on
+#                               errors and on a run that moved nothing, never on a figure
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -31,6 +33,8 @@ case "${1:-}" in
     done
     source scripts/peers.sh
     start_peers
+    source scripts/brokers.sh
+    ensure_brokers
     QSCALE_BENCH_TRACE="$trace" QSCALE_BENCH_SMOKE="$smoke" \
       cargo test --test control_bench -- --ignored --nocapture
     ;;
