@@ -541,6 +541,13 @@ impl Scaler {
                 .with_label_values(&[name, "desired"])
                 .set(i64::from(d.replicas));
             set_or_remove_f64(&m.arrival_rate, &[name], d.arrival_rate);
+            set_or_remove_f64(
+                &m.oldest_age_estimated,
+                &[name],
+                d.oldest_age
+                    .filter(|_| d.oldest_age_estimated)
+                    .map(|a| a.as_secs_f64()),
+            );
             m.fallback_active
                 .with_label_values(&[name])
                 .set(i64::from(d.fallback_active));

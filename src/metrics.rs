@@ -63,6 +63,7 @@ pub struct Metrics {
     registry: Registry,
     pub queue_messages: IntGaugeVec,
     pub oldest_age: GaugeVec,
+    pub oldest_age_estimated: GaugeVec,
     pub arrival_rate: GaugeVec,
     pub dead_letter: IntGaugeVec,
     pub replicas: IntGaugeVec,
@@ -117,6 +118,11 @@ impl Metrics {
             oldest_age: fgauge_vec(
                 "qscale_queue_oldest_message_age_seconds",
                 "Age of the oldest waiting message at the last sample.",
+                &["scaler"],
+            ),
+            oldest_age_estimated: fgauge_vec(
+                "qscale_queue_oldest_message_age_estimated_seconds",
+                "Age of the oldest waiting message as qscale estimated it from the queue's history, when the source did not measure it.",
                 &["scaler"],
             ),
             arrival_rate: fgauge_vec(
@@ -263,6 +269,7 @@ impl Metrics {
             let _ = self.queue_messages.remove_label_values(&[scaler, state]);
         }
         let _ = self.oldest_age.remove_label_values(&[scaler]);
+        let _ = self.oldest_age_estimated.remove_label_values(&[scaler]);
         let _ = self.arrival_rate.remove_label_values(&[scaler]);
         let _ = self.dead_letter.remove_label_values(&[scaler]);
         for kind in ["current", "ready", "desired"] {

@@ -241,6 +241,16 @@ async fn backlog_scales_a_real_deployment_up_and_down_and_the_daemon_explains_it
         });
     }
     assert!(text.contains("qscale_build_info{version="), "{text}");
+    // SQS without CloudWatch measures no age: qscale's estimate is exported
+    // under its own name, and the measured series stays absent.
+    assert!(
+        text.contains("qscale_queue_oldest_message_age_estimated_seconds{scaler=\"e2e\"} "),
+        "{text}"
+    );
+    assert!(
+        !text.contains("qscale_queue_oldest_message_age_seconds{scaler=\"e2e\"}"),
+        "{text}"
+    );
     let st = daemon.scaler("e2e");
     assert_eq!(st["desired"], 10, "{st}");
     assert_eq!(st["last_action"]["to"], 10, "{st}");

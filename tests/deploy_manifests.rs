@@ -19,6 +19,7 @@ use serde_yaml_ng::Value as Yaml;
 const KNOWN_METRICS: &[&str] = &[
     "qscale_queue_messages",
     "qscale_queue_oldest_message_age_seconds",
+    "qscale_queue_oldest_message_age_estimated_seconds",
     "qscale_queue_arrival_rate",
     "qscale_replicas",
     "qscale_scale_operations_total",
