@@ -71,6 +71,65 @@ async fn the_source_reports_visible_in_flight_and_delayed_exactly_as_moto_holds_
 }
 
 #[tokio::test]
+async fn a_fifo_queue_is_sampled_exactly_with_message_groups_in_flight() {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let url = moto::require().await;
+    let sqs = moto::sqs(&url).await;
+    let name = format!("{}.fifo", moto::unique("fifo"));
+    let queue = sqs
+        .create_queue()
+        .queue_name(&name)
+        .attributes(A::FifoQueue, "true")
+        .attributes(A::ContentBasedDeduplication, "true")
+        .send()
+        .await
+        .expect("create FIFO queue")
+        .queue_url()
+        .expect("queue url")
+        .to_string();
+    // Seven messages in three message groups.
+    for i in 0..7 {
+        sqs.send_message()
+            .queue_url(&queue)
+            .message_body(format!("job {i}"))
+            .message_group_id(format!("tenant-{}", i % 3))
+            .send()
+            .await
+            .expect("send");
+    }
+    // Two workers each hold one message (of two different groups: a group
+    // with a message in flight is locked).
+    for _ in 0..2 {
+        let got = sqs
+            .receive_message()
+            .queue_url(&queue)
+            .max_number_of_messages(1)
+            .visibility_timeout(300)
+            .send()
+            .await
+            .expect("receive");
+        assert_eq!(got.messages().len(), 1, "{got:?}");
+    }
+
+    let cfg = SqsSourceConfig {
+        cloudwatch: false,
+        ..moto::config(&url, &queue)
+    };
+    let mut problems = qscale::validate::Problems::default();
+    qscale::sources::SourceSpec::validate(&cfg, "source", &mut problems);
+    assert!(
+        problems.is_empty(),
+        "a .fifo queue URL is valid: {problems}"
+    );
+    let s = sample(&source(&cfg, &moto::shared(), TIMEOUT).await).await;
+    assert_eq!(
+        (s.visible, s.in_flight, s.delayed),
+        (Some(5), Some(2), Some(0)),
+        "{s:?}"
+    );
+}
+
+#[tokio::test]
 async fn age_and_arrival_rate_come_from_the_newest_cloudwatch_datapoints() {
     let url = moto::require().await;
     let sqs = moto::sqs(&url).await;
