@@ -48,6 +48,7 @@ fn all_signals() -> Policy {
     let c = PolicyConfig {
         min_replicas: 2,
         max_replicas: 200,
+        max_parallelism: None,
         messages_per_replica: Some(20.0),
         throughput: Some(ThroughputConfig {
             // Learned from the observed drain.

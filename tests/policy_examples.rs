@@ -35,6 +35,7 @@ fn defaults() -> PolicyConfig {
     PolicyConfig {
         min_replicas: 1,
         max_replicas: 100,
+        max_parallelism: None,
         messages_per_replica: None,
         throughput: None,
         learn_throughput: false,

@@ -29,6 +29,14 @@ pub struct PolicyConfig {
     /// Most replicas; replicas above this never start.
     pub max_replicas: u32,
 
+    /// At most this many workers can be busy at once, e.g. the number of
+    /// message groups of a FIFO queue (each group is worked one message at a
+    /// time) or what a downstream service allows. Proposals above it are
+    /// capped with a reason instead of starting workers that would only
+    /// wait. At least `min_replicas`.
+    #[serde(default)]
+    pub max_parallelism: Option<u32>,
+
     /// Backlog signal: one replica per this many waiting messages
     /// (`ceil(backlog / messages_per_replica)`).
     #[serde(default)]
@@ -250,6 +258,14 @@ impl PolicyConfig {
                 format!("must be <= {MAX_REPLICAS_LIMIT}"),
             );
         }
+        if let Some(n) = self.max_parallelism
+            && (n == 0 || n < self.min_replicas)
+        {
+            p.push(
+                format!("{path}.max_parallelism"),
+                format!("must be >= 1 and >= min_replicas ({})", self.min_replicas),
+            );
+        }
         if self.max_replicas < self.min_replicas {
             p.push(
                 format!("{path}.max_replicas"),
@@ -415,6 +431,7 @@ pub struct Throughput {
 pub struct Policy {
     pub min_replicas: u32,
     pub max_replicas: u32,
+    pub max_parallelism: Option<u32>,
     pub messages_per_replica: Option<f64>,
     pub throughput: Option<Throughput>,
     pub max_message_age: Option<Duration>,
@@ -452,6 +469,7 @@ impl Policy {
         Policy {
             min_replicas: c.min_replicas,
             max_replicas: c.max_replicas.min(MAX_REPLICAS_LIMIT),
+            max_parallelism: c.max_parallelism,
             messages_per_replica: c.messages_per_replica,
             throughput: match (&c.throughput, c.max_message_age) {
                 (Some(t), _) => Some(Throughput {

@@ -319,10 +319,15 @@ pub fn decide(
         }
     };
 
-    // 6. Bounds.
-    let mut replicas = unbounded.clamp(policy.min_replicas, policy.max_replicas);
+    // 6. Bounds (and the parallelism cap, a bound the work itself sets).
+    let cap = policy
+        .max_parallelism
+        .map_or(policy.max_replicas, |n| n.min(policy.max_replicas));
+    let mut replicas = unbounded.clamp(policy.min_replicas.min(cap), cap);
     if replicas != unbounded {
-        let which = if unbounded > policy.max_replicas {
+        let which = if unbounded > cap && cap < policy.max_replicas {
+            format!("max_parallelism {cap} (no more workers can be busy at once)")
+        } else if unbounded > cap {
             format!("max_replicas {}", policy.max_replicas)
         } else {
             format!("min_replicas {}", policy.min_replicas)

@@ -20,6 +20,7 @@ fn base_config() -> PolicyConfig {
     PolicyConfig {
         min_replicas: 1,
         max_replicas: 100,
+        max_parallelism: None,
         messages_per_replica: Some(20.0),
         throughput: None,
         learn_throughput: false,
@@ -472,6 +473,75 @@ fn an_age_objective_brings_a_learned_throughput_signal_that_is_silent_until_lear
 }
 
 // ---- 6. bounds ------------------------------------------------------------------
+
+#[test]
+fn max_parallelism_caps_the_count_and_says_why() {
+    // (backlog, current, max_parallelism, expected, reason)
+    let cases: &[(u64, u32, Option<u32>, u32, &str)] = &[
+        (
+            2_000,
+            6,
+            Some(8),
+            8,
+            "bounds: 12 clamped to max_parallelism 8 (no more workers can be busy at once) -> 8",
+        ),
+        (
+            2_000,
+            6,
+            Some(500),
+            12,
+            "rate limit: scale-up limited to max(+100% per 15s, +4 pods per 15s) -> 12",
+        ),
+        (
+            2_000,
+            6,
+            None,
+            12,
+            "rate limit: scale-up limited to max(+100% per 15s, +4 pods per 15s) -> 12",
+        ),
+        // Already above the cap (the cap was lowered): brought down to it.
+        (
+            2_000,
+            20,
+            Some(8),
+            8,
+            "bounds: 40 clamped to max_parallelism 8 (no more workers can be busy at once) -> 8",
+        ),
+    ];
+    for &(backlog, current, cap, want, reason) in cases {
+        let p = policy(|c| {
+            c.max_parallelism = cap;
+            c.max_replicas = 60;
+        });
+        let mut st = PolicyState::new();
+        let d = decide(
+            &p,
+            &mut st,
+            Some(&sample(backlog, 0)),
+            cur(current),
+            Instant::now(),
+        );
+        assert_eq!(d.replicas, want, "{cap:?}: {:?}", d.reasons);
+        assert_eq!(d.reasons.last().unwrap().to_string(), reason, "{cap:?}");
+    }
+}
+
+#[test]
+fn max_parallelism_below_min_replicas_or_zero_is_refused_with_its_path() {
+    for (min, cap) in [(1, 0), (3, 2)] {
+        let mut c = base_config();
+        c.min_replicas = min;
+        c.max_parallelism = Some(cap);
+        let mut p = crate::validate::Problems::default();
+        c.validate("scaler[0].policy", &mut p);
+        assert_eq!(
+            p.0,
+            vec![format!(
+                "scaler[0].policy.max_parallelism: must be >= 1 and >= min_replicas ({min})"
+            )]
+        );
+    }
+}
 
 #[test]
 fn result_is_clamped_to_the_bounds() {
