@@ -260,7 +260,10 @@ async fn backlog_scales_a_real_deployment_up_and_down_and_the_daemon_explains_it
             .contains("backlog 200 / 20 per replica -> 10")
     });
     let blind = daemon.scaler("blind");
-    assert_eq!(blind["last_error"]["label"], "unavailable", "{blind}");
+    // Refused at once, or (the SDK retrying on a loaded machine) out of
+    // sample_timeout: either way the scaler is blind and says so.
+    let label = blind["last_error"]["label"].as_str().unwrap_or_default();
+    assert!(["unavailable", "timeout"].contains(&label), "{blind}");
     assert_eq!(
         k.deployment_replicas(&ns, "other").await,
         2,
