@@ -703,6 +703,9 @@ fn reactions(times: &[f64], changes: &[(f64, u32, u32)]) -> Vec<f64> {
 
 fn qscale_config(port: u16, queue: &Queue, ns: &str, name: &str) -> String {
     let source = queue.source_toml();
+    // Extra `[scaler.policy]` lines, to measure other settings (e.g. the
+    // old defaults) on the same harness.
+    let extra = std::env::var("QSCALE_BENCH_POLICY_EXTRA").unwrap_or_default();
     format!(
         r#"
 [server]
@@ -723,6 +726,7 @@ min_replicas = {MIN_REPLICAS}
 max_replicas = {MAX_REPLICAS}
 messages_per_replica = {MESSAGES_PER_REPLICA}
 max_message_age = "2m"
+{extra}
 "#
     )
 }
