@@ -39,6 +39,7 @@ fn defaults() -> PolicyConfig {
         messages_per_replica: None,
         throughput: None,
         learn_throughput: false,
+        spend_age_budget: false,
         max_message_age: None,
         tolerance: 0.1,
         activation_backlog: 0,

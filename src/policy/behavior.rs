@@ -166,12 +166,42 @@ impl History {
         u32::try_from(limit).unwrap_or(0)
     }
 
+    /// The down-window's highest recommendation as it will stand at `later`
+    /// if every recommendation from now on is no higher than `latest`:
+    /// where the stabilized count is heading while old highs leave the
+    /// window. `None` without a window.
+    pub fn down_recommendation_at(
+        &self,
+        later: Instant,
+        latest: u32,
+        down: &Behavior,
+    ) -> Option<u32> {
+        if down.stabilization.is_zero() {
+            return None;
+        }
+        let seeded = self
+            .seed
+            .filter(|(at, _)| within(*at, later, down.stabilization))
+            .map(|(_, n)| n);
+        let kept = self
+            .recommendations
+            .iter()
+            .filter(|(at, _)| within(*at, later, down.stabilization))
+            .map(|(_, n)| *n);
+        Some(kept.chain(seeded).fold(latest, u32::max))
+    }
+
     /// How long before `now` qscale last changed the count, if it did within
     /// the remembered history.
     pub fn since_last_event(&self, now: Instant) -> Option<Duration> {
         self.events
             .back()
             .map(|e| now.saturating_duration_since(e.at))
+    }
+
+    /// The recommendation recorded last (this poll's, after `stabilize`).
+    pub fn latest_recommendation(&self) -> Option<u32> {
+        self.recommendations.back().map(|(_, n)| *n)
     }
 
     #[cfg(test)]

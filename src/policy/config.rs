@@ -55,6 +55,16 @@ pub struct PolicyConfig {
     #[serde(default = "crate::validate::default_true")]
     pub learn_throughput: bool,
 
+    /// With `max_message_age` set and the seconds per message known (given or
+    /// learned), the backlog signal asks for no more workers than drain the
+    /// backlog in a third of the time its oldest message has left before
+    /// the objective (plus keeping up with arrivals): a burst far from the
+    /// objective is worked off by fewer, busier workers instead of
+    /// `backlog / messages_per_replica` of them. `false` makes
+    /// `messages_per_replica` a hard target, as KEDA's queue length is.
+    #[serde(default = "crate::validate::default_true")]
+    pub spend_age_budget: bool,
+
     /// Age signal and the objective for message age, e.g. `"2m"`: when the
     /// oldest message is older, propose at least
     /// `ceil(current * age / max_message_age)` and never less than current + 1.
@@ -435,6 +445,9 @@ pub struct Policy {
     pub messages_per_replica: Option<f64>,
     pub throughput: Option<Throughput>,
     pub max_message_age: Option<Duration>,
+    /// Cap the backlog signal at what the age objective needs
+    /// (`spend_age_budget`).
+    pub spend_age_budget: bool,
     /// In-flight messages count as backlog (and the source measures them).
     pub count_in_flight: bool,
     /// Delayed messages count as backlog (and the source measures them).
@@ -490,6 +503,7 @@ impl Policy {
                 (None, _) => None,
             },
             max_message_age: c.max_message_age,
+            spend_age_budget: c.spend_age_budget,
             count_in_flight: caps.count_in_flight && caps.in_flight,
             count_delayed: caps.count_delayed && caps.delayed,
             tolerance: c.tolerance,

@@ -396,6 +396,80 @@ pub fn decide(
     }
 }
 
+/// How far ahead a step down looks to see whether the stabilized count is
+/// still falling (three polls at the default 5 s).
+const SETTLE_LOOKAHEAD: Duration = Duration::from_secs(15);
+
+/// Floor of the drain time the age budget plans for, as a fraction of the
+/// objective: near the objective the budget asks for many workers, but a
+/// finite number (the age signal takes over past the objective).
+const MIN_BUDGET_FRACTION: f64 = 0.05;
+
+/// What the age objective needs for a backlog: the workers that keep up with
+/// arrivals and drain the backlog in a third of the time its oldest message
+/// has left. A third, because new workers take a while to start (30 s is
+/// common) and the service time is only an estimate; the margin is what
+/// keeps the oldest message inside the objective while far fewer workers
+/// than `backlog / messages_per_replica` do the work (in the simulator, half
+/// the time left let a batch drop overrun a 2 min objective by 10 s).
+struct AgeBudget {
+    replicas: f64,
+    backlog: u64,
+    seconds_per_message: f64,
+    learned: bool,
+    drain: Duration,
+    oldest: Duration,
+    objective: Duration,
+}
+
+impl fmt::Display for AgeBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let learned = if self.learned { " (learned)" } else { "" };
+        write!(
+            f,
+            "the age objective needs {}: arrivals plus {} x {} s/msg{learned} drained in {}, \
+             a third of the time the oldest message ({}) has left of {} -> {}",
+            ceil_replicas(self.replicas),
+            self.backlog,
+            num(self.seconds_per_message),
+            secs(self.drain),
+            secs(self.oldest),
+            secs(self.objective),
+            ceil_replicas(self.replicas)
+        )
+    }
+}
+
+/// The age budget for `backlog`, when everything it needs is known: an age
+/// objective, the oldest message's age (not just a lower bound), the
+/// arrival rate and the seconds per message. `None` leaves the backlog
+/// signal as configured.
+fn age_budget(policy: &Policy, inp: &Inputs, est: &Estimates, backlog: u64) -> Option<AgeBudget> {
+    if !policy.spend_age_budget || inp.age_at_least {
+        return None;
+    }
+    let objective = policy.max_message_age?;
+    let oldest = inp.oldest_age?;
+    let s = est.seconds_per_message?;
+    let lambda = est.arrival_rate?;
+    if !(s.is_finite() && s > 0.0 && lambda.is_finite() && lambda >= 0.0) {
+        return None;
+    }
+    let utilization = policy.throughput.map_or(1.0, |t| t.target_utilization);
+    let left = objective.saturating_sub(oldest).as_secs_f64() / 3.0;
+    let drain = left.max(objective.as_secs_f64() * MIN_BUDGET_FRACTION);
+    let replicas = lambda * s / utilization + backlog as f64 * s / drain;
+    Some(AgeBudget {
+        replicas,
+        backlog,
+        seconds_per_message: s,
+        learned: est.service_learned,
+        drain: Duration::from_secs_f64(drain),
+        oldest,
+        objective,
+    })
+}
+
 /// Steps 1 to 5 for a poll that produced a sample.
 #[allow(clippy::too_many_arguments)]
 fn with_sample(
@@ -438,16 +512,22 @@ fn with_sample(
         match inp.backlog {
             Some(b) => {
                 let raw = b as f64 / mpr;
-                propose(
-                    "backlog",
-                    Some(raw),
-                    format!(
-                        "backlog {b} / {} per replica -> {}",
-                        num(mpr),
-                        ceil_replicas(raw)
-                    ),
-                    reasons,
+                let asked = format!(
+                    "backlog {b} / {} per replica -> {}",
+                    num(mpr),
+                    ceil_replicas(raw)
                 );
+                match age_budget(policy, inp, est, b) {
+                    Some(budget) if ceil_replicas(budget.replicas) < ceil_replicas(raw) => {
+                        propose(
+                            "backlog",
+                            Some(budget.replicas),
+                            format!("{asked}; {budget}"),
+                            reasons,
+                        );
+                    }
+                    _ => propose("backlog", Some(raw), asked, reasons),
+                }
             }
             None => {
                 stale = true;
@@ -713,6 +793,30 @@ fn with_sample(
                 secs(window)
             ),
         });
+    }
+
+    // A step down is a commitment for the down cooldown, so while the
+    // stabilized count is still falling fast (old highs leaving the window
+    // after a burst), wait for it to settle and take one step instead of a
+    // staircase held a cooldown at each stair.
+    if desired < cur && !policy.scale_down.cooldown.is_zero() {
+        let latest = state.history.latest_recommendation().unwrap_or(desired);
+        if let Some(ahead) =
+            state
+                .history
+                .down_recommendation_at(now + SETTLE_LOOKAHEAD, latest, &policy.scale_down)
+            && f64::from(ahead) < f64::from(desired) * (1.0 - 2.0 * policy.tolerance)
+        {
+            reasons.push(Reason {
+                step: Step::Stabilization,
+                message: format!(
+                    "still falling: {} from now the down-window's highest recommendation will be {ahead}; \
+                     keeping {cur} until it settles (one step down, not a staircase of cooldowns)",
+                    secs(SETTLE_LOOKAHEAD)
+                ),
+            });
+            desired = cur;
+        }
     }
 
     // 5. Cooldowns and rate limits.

@@ -24,6 +24,7 @@ fn base_config() -> PolicyConfig {
         messages_per_replica: Some(20.0),
         throughput: None,
         learn_throughput: false,
+        spend_age_budget: false,
         max_message_age: None,
         tolerance: 0.1,
         activation_backlog: 0,
@@ -405,6 +406,127 @@ fn no_scale_down_within_the_cooldown_after_a_change() {
     );
     let after = decide(&p, &mut st, Some(&sample(0, 0)), cur(8), t0 + s(120));
     assert_eq!(after.replicas, 1, "{:?}", after.reasons);
+}
+
+#[test]
+fn a_step_down_waits_for_a_falling_recommendation_to_settle() {
+    // After a burst the down-window's highest recommendation falls as the
+    // old highs leave it. With a cooldown, stepping down at once would leave
+    // the count on the first stair for the whole cooldown.
+    let p = policy(|c| {
+        c.scale_down.stabilization = Some(s(90));
+        c.scale_down.cooldown = Some(s(120));
+    });
+    let t0 = Instant::now();
+    let mut st = PolicyState::new();
+    // Proposals 100, 80, 60, 40, 20, then 10 for good, 5 s apart.
+    let visible = |t: u64| match t {
+        0 => 2000,
+        5 => 1600,
+        10 => 1200,
+        15 => 800,
+        20 => 400,
+        _ => 200,
+    };
+    let mut changes = Vec::new();
+    let mut count = 100;
+    for t in (0..=150).step_by(5) {
+        let d = decide(
+            &p,
+            &mut st,
+            Some(&sample(visible(t), 0)),
+            cur(count),
+            t0 + s(t),
+        );
+        if (90..110).contains(&t) {
+            assert!(
+                d.reasons
+                    .iter()
+                    .any(|r| r.message.starts_with("still falling")),
+                "t={t}: {:?}",
+                d.reasons
+            );
+        }
+        if d.replicas != count {
+            st.record_scale(count, d.replicas, t0 + s(t));
+            changes.push((t, count, d.replicas));
+            count = d.replicas;
+        }
+    }
+    // One step, once the window's highs have left it: not 80 first and
+    // then 2 min later the rest.
+    assert_eq!(changes, vec![(110, 100, 10)]);
+}
+
+#[test]
+fn the_age_budget_caps_the_backlog_signal_far_from_the_objective() {
+    let budget = |on: bool| {
+        policy(move |c| {
+            c.messages_per_replica = Some(10.0);
+            c.max_message_age = Some(s(120));
+            c.spend_age_budget = on;
+            c.throughput = Some(ThroughputConfig {
+                seconds_per_message: Some(2.0),
+                drain_within: None,
+                target_utilization: 1.0,
+            });
+        })
+    };
+    let at = |age: u64| Sample {
+        oldest_age: Some(s(age)),
+        arrival_rate: Some(5.0),
+        ..sample(1200, 0)
+    };
+    let p = budget(true);
+    // Oldest 30 s of 2 min: 5 msg/s x 2 s + 1200 x 2 s drained in 30 s
+    // (a third of the 90 s left) = 90, not 1200 / 10 = 120.
+    let d = decide(
+        &p,
+        &mut PolicyState::new(),
+        Some(&at(30)),
+        cur(50),
+        Instant::now(),
+    );
+    assert_eq!(d.proposals[0].replicas, Some(90), "{:?}", d.reasons);
+    assert_eq!(
+        d.reasons[0].message,
+        "backlog 1200 / 10 per replica -> 120; the age objective needs 90: arrivals plus \
+         1200 x 2 s/msg drained in 30s, a third of the time the oldest message (30s) has \
+         left of 2m -> 90"
+    );
+    assert_eq!(d.replicas, 90);
+    // Near the objective the budget asks for more than the backlog signal,
+    // which then stands as configured.
+    let d = decide(
+        &p,
+        &mut PolicyState::new(),
+        Some(&at(90)),
+        cur(50),
+        Instant::now(),
+    );
+    assert_eq!(d.proposals[0].replicas, Some(120), "{:?}", d.reasons);
+    // Off, messages_per_replica is a hard target.
+    let d = decide(
+        &budget(false),
+        &mut PolicyState::new(),
+        Some(&at(30)),
+        cur(50),
+        Instant::now(),
+    );
+    assert_eq!(d.proposals[0].replicas, Some(120), "{:?}", d.reasons);
+    // Without an age to spend (not measured, not estimated), no cap.
+    let blind = Sample {
+        oldest_age: None,
+        ..at(30)
+    };
+    let d = decide(
+        &p,
+        &mut PolicyState::new(),
+        Some(&blind),
+        cur(50),
+        Instant::now(),
+    );
+    assert_eq!(d.proposals[0].replicas, Some(120), "{:?}", d.reasons);
 }
 
 #[test]
