@@ -57,6 +57,7 @@ fn all_signals() -> Policy {
             target_utilization: 0.8,
         }),
         learn_throughput: true,
+        spend_age_budget: true,
         max_message_age: Some(s(120)),
         tolerance: 0.1,
         activation_backlog: 0,
