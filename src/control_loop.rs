@@ -309,6 +309,19 @@ impl Scaler {
                 let d = decide(policy, &mut state, sample.as_ref().ok(), *c, now);
                 drop(state);
                 self.observe("decide", t.elapsed());
+                // Every poll's reasoning, for `RUST_LOG=qscale=debug`; the
+                // changes themselves are logged at info when applied.
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    let reasons: Vec<String> = d.reasons.iter().map(|r| r.to_string()).collect();
+                    tracing::debug!(
+                        scaler = %self.name,
+                        current = c.desired,
+                        ready = ?c.ready,
+                        replicas = d.replicas,
+                        reasons = %reasons.join("; "),
+                        "decided"
+                    );
+                }
                 Some(d)
             }
             Err(_) => None,

@@ -781,6 +781,8 @@ async fn one_run(s: &Settings, controller: Controller) {
             .expect("port");
         let cfg = dir.path().join("qscale.toml");
         std::fs::write(&cfg, qscale_config(port, &queue, &ns, &name)).expect("config");
+        let log = std::env::var_os("QSCALE_BENCH_DAEMON_LOG")
+            .map(|p| std::fs::File::create(p).expect("QSCALE_BENCH_DAEMON_LOG"));
         let child = Command::new(env!("CARGO_BIN_EXE_qscale"))
             .args(["run", "--time-scale", &s.scale.to_string(), "--config"])
             .arg(&cfg)
@@ -788,8 +790,24 @@ async fn one_run(s: &Settings, controller: Controller) {
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
+            // QSCALE_BENCH_DAEMON_LOG=<file> keeps the daemon's decisions
+            // (RUST_LOG=debug: every poll with its reasons) for diagnosis.
+            .env(
+                "RUST_LOG",
+                if log.is_some() {
+                    "qscale=debug"
+                } else {
+                    "error"
+                },
+            )
+            .stdout(match &log {
+                Some(f) => Stdio::from(f.try_clone().expect("log file")),
+                None => Stdio::null(),
+            })
+            .stderr(match log {
+                Some(f) => Stdio::from(f),
+                None => Stdio::inherit(),
+            })
             .spawn()
             .expect("qscale run");
         Some(Kill(child))

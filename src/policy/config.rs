@@ -114,10 +114,10 @@ fn default_min_replicas() -> u32 {
     1
 }
 fn default_scale_down_cooldown() -> Duration {
-    Duration::from_secs(120)
+    Duration::from_secs(60)
 }
 fn default_scale_down_stabilization() -> Duration {
-    Duration::from_secs(90)
+    Duration::from_secs(30)
 }
 fn default_tolerance() -> f64 {
     0.2

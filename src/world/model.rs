@@ -8,7 +8,13 @@
 //! is an exact event simulation: each worker takes the oldest visible
 //! message as soon as it is free (a min-heap of the workers' free times), so
 //! a burst of N messages on k workers drains in exactly N·s/k seconds.
-//! Messages that arrive in second t arrive at its start.
+//! Messages that arrive in second t arrive at its start ([`Model::arrive`])
+//! or spread evenly over it ([`Model::arrive_spread`], what the simulator
+//! uses: a real producer does not send a second's messages at one instant,
+//! and a poll at the start of the second sees none of them). An idle worker
+//! either takes a message the instant it arrives (long polling) or looks
+//! again every `pickup_interval` (a worker that sleeps between empty
+//! receives).
 //!
 //! What it counts matches SQS: a message is *visible* until a worker
 //! receives it, then *in flight* until the worker finishes and deletes it.
@@ -43,6 +49,10 @@ pub struct WorkerParams {
     pub max_replicas: u32,
     /// Seed of the jitter's random generator.
     pub seed: u64,
+    /// An idle worker that found the queue empty looks again after this
+    /// many seconds; 0 takes a message the instant it arrives (long
+    /// polling). A worker that just finished looks again at once.
+    pub pickup_interval: f64,
 }
 
 impl Default for WorkerParams {
@@ -53,6 +63,7 @@ impl Default for WorkerParams {
             startup_delay: 0.0,
             max_replicas: u32::MAX,
             seed: 0,
+            pickup_interval: 0.0,
         }
     }
 }
@@ -67,11 +78,26 @@ struct Worker {
     terminating: bool,
 }
 
-/// Messages that arrived at the same instant and still wait.
+/// Messages that arrived together and still wait: at one instant
+/// (`spread` 0) or evenly over `spread` seconds from `arrived`, the k-th of
+/// `total` at `arrived + spread * (k + 0.5) / total`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Batch {
     arrived: f64,
     count: u64,
+    spread: f64,
+    total: u64,
+}
+
+impl Batch {
+    /// When the first message still waiting arrived.
+    fn front_arrival(&self) -> f64 {
+        if self.spread == 0.0 || self.total == 0 {
+            return self.arrived;
+        }
+        let k = (self.total - self.count) as f64;
+        self.arrived + self.spread * (k + 0.5) / self.total as f64
+    }
 }
 
 /// A histogram of how long messages waited before a worker took them, in
@@ -234,12 +260,35 @@ impl Model {
         }
         let now = self.now as f64;
         match self.queue.back_mut() {
-            Some(b) if b.arrived == now => b.count += n,
+            Some(b) if b.arrived == now && b.spread == 0.0 => {
+                b.count += n;
+                b.total += n;
+            }
             _ => self.queue.push_back(Batch {
                 arrived: now,
                 count: n,
+                spread: 0.0,
+                total: n,
             }),
         }
+        self.visible += n;
+        self.arrived_total += n;
+    }
+
+    /// `n` messages arrive evenly spread over the coming second. Until
+    /// [`Model::step`] has run they count as visible already; observe
+    /// before arriving (as the simulator's scalers do) to see the queue as
+    /// a poll at the start of the second would.
+    pub fn arrive_spread(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.queue.push_back(Batch {
+            arrived: self.now as f64,
+            count: n,
+            spread: 1.0,
+            total: n,
+        });
         self.visible += n;
         self.arrived_total += n;
     }
@@ -265,7 +314,10 @@ impl Model {
             now: self.now,
             visible: self.visible,
             in_flight,
-            oldest_age: self.queue.front().map_or(0.0, |b| now - b.arrived),
+            oldest_age: self
+                .queue
+                .front()
+                .map_or(0.0, |b| (now - b.front_arrival()).max(0.0)),
             desired: self.desired,
             pods,
             ready,
@@ -345,10 +397,15 @@ impl Model {
             heap.clear();
             for (i, w) in self.workers.iter().enumerate() {
                 let free = w.busy_until.max(w.ready_at).max(t0);
-                if !w.terminating && free < t1 {
+                // `<=`: a worker that finishes (or becomes ready) exactly at
+                // the end of the second takes its next message then, so an
+                // observation at that instant sees it in flight, as a real
+                // worker that receives again the moment it has deleted.
+                if !w.terminating && free <= t1 {
                     heap.push(Reverse((At(free), i)));
                 }
             }
+            let pickup = self.params.pickup_interval;
             while self.visible > 0 {
                 let Some(Reverse((At(free), i))) = heap.pop() else {
                     break;
@@ -356,16 +413,29 @@ impl Model {
                 let Some(front) = self.queue.front_mut() else {
                     break;
                 };
-                let arrived = front.arrived;
+                let arrived = front.front_arrival();
+                // A message that arrives after the worker went idle is seen
+                // at once (long polling) or at the worker's next look.
+                let taken = if arrived <= free {
+                    free
+                } else if pickup > 0.0 {
+                    free + ((arrived - free) / pickup).ceil() * pickup
+                } else {
+                    arrived
+                };
+                if taken > t1 {
+                    // Not this second: the worker looks again in the next.
+                    continue;
+                }
                 front.count -= 1;
                 if front.count == 0 {
                     self.queue.pop_front();
                 }
                 self.visible -= 1;
-                self.waits.record(free - arrived, 1);
-                let done = free + self.service_time();
+                self.waits.record(taken - arrived, 1);
+                let done = taken + self.service_time();
                 self.workers[i].busy_until = done;
-                if done < t1 {
+                if done <= t1 {
                     heap.push(Reverse((At(done), i)));
                 }
             }
@@ -397,6 +467,41 @@ mod tests {
     }
 
     #[test]
+    fn spread_arrivals_are_taken_as_they_come() {
+        let mut m = Model::new(params(0.1, 0.0), 1);
+        m.arrive_spread(5);
+        m.step();
+        // At 0.1, 0.3, ..., 0.9: each taken the instant it arrives.
+        assert_eq!(m.observe().visible, 0);
+        assert_eq!(m.waits().count(), 5);
+        assert_eq!(m.waits().quantile(1.0), 0.0);
+    }
+
+    #[test]
+    fn an_idle_worker_that_sleeps_between_receives_takes_a_message_at_its_next_look() {
+        let mut m = Model::new(
+            WorkerParams {
+                pickup_interval: 0.5,
+                ..params(0.1, 0.0)
+            },
+            1,
+        );
+        // Arrivals at 0.25 and 0.75. The worker looks at 0 and 0.5 (takes
+        // the first, done at 0.6); its next look after the second arrival
+        // falls in the next second, whose start it takes it at.
+        m.arrive_spread(2);
+        m.step();
+        assert_eq!(m.observe().visible, 1);
+        assert_eq!(m.observe().oldest_age, 0.25);
+        m.step();
+        assert_eq!(m.observe().visible, 0);
+        assert_eq!(m.waits().count(), 2);
+        // Both waited 0.25 s (the 0.2 s bucket).
+        assert_eq!(m.waits().quantile(0.0), 0.2);
+        assert_eq!(m.waits().quantile(1.0), 0.2);
+    }
+
+    #[test]
     fn an_idle_worker_takes_a_message_at_once_and_holds_it_for_its_service_time() {
         let mut m = Model::new(params(2.5, 0.0), 1);
         m.arrive(1);
@@ -419,13 +524,18 @@ mod tests {
         m.set_replicas(2);
         let o = m.observe();
         assert_eq!((o.desired, o.pods, o.ready, o.billed), (2, 2, 0, 2));
-        for _ in 0..5 {
+        for _ in 0..4 {
             m.step();
         }
         assert_eq!(m.observe().visible, 100);
-        assert_eq!(m.observe().ready, 2);
+        assert_eq!(m.observe().ready, 0);
         m.step();
+        // Ready at 5 s, each takes a message at that instant.
+        assert_eq!(m.observe().ready, 2);
         assert_eq!(m.observe().visible, 98);
+        assert_eq!(m.observe().in_flight, 2);
+        m.step();
+        assert_eq!(m.observe().visible, 96);
     }
 
     #[test]
