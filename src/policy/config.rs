@@ -95,7 +95,7 @@ pub struct PolicyConfig {
     #[serde(default)]
     pub scale_up: BehaviorConfig,
 
-    /// Scale-down behavior (defaults: 90 s stabilization, a 2 min cooldown
+    /// Scale-down behavior (defaults: 30 s stabilization, a 1 min cooldown
     /// after any change; at most -100 % per 15 s. The HPA waits 5 min and
     /// has no cooldown).
     #[serde(default)]

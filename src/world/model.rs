@@ -110,6 +110,8 @@ pub struct WaitHistogram {
 
 /// Width of one histogram bucket, seconds.
 const BUCKET: f64 = 0.1;
+/// `1 / BUCKET`, exactly.
+const BUCKETS_PER_SECOND: f64 = 10.0;
 
 impl WaitHistogram {
     /// Record `n` messages that waited `wait` seconds.
@@ -141,10 +143,11 @@ impl WaitHistogram {
         for (i, &n) in self.buckets.iter().enumerate() {
             seen += n;
             if seen >= rank {
-                return i as f64 * BUCKET;
+                // Divide, not multiply by 0.1: 671 x 0.1 is 67.10000000000001.
+                return i as f64 / BUCKETS_PER_SECOND;
             }
         }
-        (self.buckets.len().saturating_sub(1)) as f64 * BUCKET
+        (self.buckets.len().saturating_sub(1)) as f64 / BUCKETS_PER_SECOND
     }
 }
 
