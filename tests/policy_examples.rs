@@ -50,6 +50,7 @@ fn defaults() -> PolicyConfig {
             ..BehaviorConfig::default()
         },
         fallback: FallbackConfig::default(),
+        dead_letter: None,
         paused: false,
     }
 }
