@@ -837,7 +837,8 @@ mod tests {
     #[test]
     fn redrive_policy_parsing_table() {
         let arn = "arn:aws:sqs:us-east-1:123456789012:jobs-dlq";
-        let cases: Vec<(&str, Result<(u32, (&str, &str)), &str>)> = vec![
+        type Want<'a> = Result<(u32, (&'a str, &'a str)), &'a str>;
+        let cases: Vec<(&str, Want)> = vec![
             (
                 r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:123456789012:jobs-dlq","maxReceiveCount":"5"}"#,
                 Ok((5, ("123456789012", "jobs-dlq"))),
