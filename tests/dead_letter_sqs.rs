@@ -389,8 +389,14 @@ seconds_per_message = 30
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // A few more polls: the log line must not repeat.
+    // A few more polls: the log line must not repeat. Meanwhile the
+    // dead-letter depth (0) and its rate (0, once two depths are known)
+    // are exported.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let metrics = get(addr, "/metrics").unwrap_or_default();
+    let status: serde_json::Value =
+        serde_json::from_str(&get(addr, "/status/inference").unwrap_or_default())
+            .unwrap_or_default();
     let _ = child.kill();
     let _ = child.wait();
     assert!(
@@ -400,6 +406,20 @@ seconds_per_message = 30
     assert!(
         warnings.contains(&format!("queue: {receives}")),
         "{warnings:?}"
+    );
+    assert!(
+        metrics.contains("qscale_dead_letter_messages{scaler=\"inference\"} 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("qscale_dead_letter_arrival_rate{scaler=\"inference\"} 0\n"),
+        "{metrics}"
+    );
+    assert_eq!(status["dead_letter_rate"], 0.0, "{status}");
+    assert_eq!(status["sample"]["max_receive_count"], 2, "{status}");
+    assert_eq!(
+        status["sample"]["visibility_timeout_seconds"], 5.0,
+        "{status}"
     );
     let logged = std::fs::read_to_string(&log).expect("read log");
     assert_eq!(
