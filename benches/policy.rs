@@ -101,6 +101,7 @@ fn all_signals() -> Policy {
             action: FallbackAction::CurrentIfHigher,
             replicas: Some(5),
         },
+        dead_letter: None,
         paused: false,
     };
     let mut problems = qscale::validate::Problems::default();

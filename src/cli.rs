@@ -34,6 +34,12 @@ pub enum Command {
     Check {
         /// Path to the config file (.toml, .yaml or .yml).
         config: PathBuf,
+        /// Also sample every source once and check the queue's own settings
+        /// against the work (visibility timeout, maxReceiveCount, the
+        /// dead-letter queue); exit 1 when a source cannot be sampled.
+        /// Reads only; targets are not contacted.
+        #[arg(long)]
+        online: bool,
     },
     /// Print the JSON Schema of the config file (for editor completion).
     Schema,
@@ -125,11 +131,35 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check { config } => Ok(check(
-            &config,
-            &mut std::io::stdout(),
-            &mut std::io::stderr(),
-        )),
+        Command::Check { config, online } => {
+            let code = check(&config, &mut std::io::stdout(), &mut std::io::stderr());
+            if !online || code != ExitCode::SUCCESS {
+                return Ok(code);
+            }
+            // Valid: load it again (cheap) for the online part.
+            let Ok(cfg) = Config::load(&config) else {
+                return Ok(ExitCode::from(EXIT_INVALID_CONFIG));
+            };
+            let reports = runtime()?.block_on(crate::run::check_online(&cfg));
+            let mut out = std::io::stdout().lock();
+            let mut err = std::io::stderr().lock();
+            let mut failed = false;
+            for r in &reports {
+                writeln!(out, "{}: online: {}", r.name, r.summary)?;
+                for w in &r.warnings {
+                    writeln!(out, "warning: {}: {w}", r.name)?;
+                }
+                if let Some(e) = &r.error {
+                    writeln!(err, "error: {}: {e}", r.name)?;
+                    failed = true;
+                }
+            }
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         Command::Schema => {
             let schema = serde_json::to_string_pretty(&crate::config::json_schema())?;
             println!("{schema}");

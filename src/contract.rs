@@ -34,9 +34,28 @@ pub struct Sample {
     pub arrival_rate: Option<f64>,
     /// Consumers the broker sees.
     pub consumers: Option<u32>,
-    /// Messages in the dead-letter queue (exported, never a scaling signal).
+    /// Messages in the dead-letter queue, configured or discovered from the
+    /// queue's own settings. Exported, and its growth is the dead-letter
+    /// arrival rate; never a backlog.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dead_letter: Option<u64>,
+    /// The dead-letter queue(s) `dead_letter` counts, by name, and whether
+    /// they were configured or discovered (e.g. "jobs-dlq (discovered from
+    /// RedrivePolicy)").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter_queue: Option<String>,
+    /// How long a received message stays invisible to other consumers (SQS
+    /// `VisibilityTimeout`): a message worked on longer is delivered again.
+    #[serde(
+        rename = "visibility_timeout_seconds",
+        with = "opt_seconds",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub visibility_timeout: Option<Duration>,
+    /// Receives after which the broker moves a message to the dead-letter
+    /// queue (SQS `maxReceiveCount` of the `RedrivePolicy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_receive_count: Option<u32>,
     /// Caveats about what this source cannot see, shown in /status
     /// (e.g. "AMQP alone cannot see unacknowledged messages").
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -55,6 +74,9 @@ impl Sample {
             arrival_rate: None,
             consumers: None,
             dead_letter: None,
+            dead_letter_queue: None,
+            visibility_timeout: None,
+            max_receive_count: None,
             notes: Vec::new(),
         }
     }

@@ -34,13 +34,17 @@ use crate::contract::{QueueSource, Sample, SourceError};
 use crate::contract::{Replicas, ScaleTarget, TargetError};
 use crate::leader::Leadership;
 use crate::metrics::{Metrics, ScaleDirection, set_or_remove_f64};
-use crate::policy::{Decision, Policy, PolicyState, decide};
+use crate::policy::{Decision, Policy, PolicyState, decide, queue_setting_warnings};
 use crate::status::{ActionStatus, ErrorStatus, ScalerStatus, StatusBoard, unix};
 
 /// How often a scaler re-checks for other controllers on its target.
 const CONFLICT_CHECK_EVERY: Duration = Duration::from_secs(600);
 /// A repeated identical error is logged at most this often.
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
+/// A queue-settings warning that comes back (a learned processing time
+/// hovering around the visibility timeout) is logged again at most this
+/// often; one that stays is logged once.
+const SETTING_LOG_EVERY: Duration = Duration::from_secs(3600);
 
 /// What every scaler task shares.
 #[derive(Clone)]
@@ -131,6 +135,33 @@ impl ErrorLog {
     }
 }
 
+/// Logs each kind of queue-settings warning when it appears, not every
+/// poll: the same warning stays in /status for as long as it holds.
+#[derive(Default)]
+struct SettingLog {
+    /// Kinds warned about at the last poll.
+    active: Vec<&'static str>,
+    /// When each kind was last logged (wall clock).
+    logged: HashMap<&'static str, std::time::Instant>,
+}
+
+impl SettingLog {
+    fn poll(&mut self, scaler: &str, warnings: &[crate::policy::SettingWarning]) {
+        let now = std::time::Instant::now();
+        for w in warnings {
+            let recent = self
+                .logged
+                .get(w.kind)
+                .is_some_and(|t| now.duration_since(*t) < SETTING_LOG_EVERY);
+            if !self.active.contains(&w.kind) && !recent {
+                tracing::warn!(scaler, setting = w.kind, "{}", w.message);
+                self.logged.insert(w.kind, now);
+            }
+        }
+        self.active = warnings.iter().map(|w| w.kind).collect();
+    }
+}
+
 /// The outcome of the read-only half of a poll.
 pub struct Prepared {
     pub sample: Result<Sample, SourceError>,
@@ -152,6 +183,7 @@ pub struct Scaler {
     source: Option<Arc<dyn QueueSource>>,
     target: Option<Arc<dyn ScaleTarget>>,
     errors: ErrorLog,
+    settings: SettingLog,
     next_conflict_check: Option<Instant>,
 }
 
@@ -193,6 +225,7 @@ impl Scaler {
             source: None,
             target: None,
             errors: ErrorLog::default(),
+            settings: SettingLog::default(),
             next_conflict_check: None,
         }
     }
@@ -554,6 +587,7 @@ impl Scaler {
                 .with_label_values(&[name, "desired"])
                 .set(i64::from(d.replicas));
             set_or_remove_f64(&m.arrival_rate, &[name], d.arrival_rate);
+            set_or_remove_f64(&m.dead_letter_rate, &[name], d.dead_letter_rate);
             set_or_remove_f64(
                 &m.oldest_age_estimated,
                 &[name],
@@ -589,6 +623,20 @@ impl Scaler {
             .unwrap_or(0);
         let mut warnings_from_sample: Vec<String> =
             sample.as_ref().map(|s| s.notes.clone()).unwrap_or_default();
+        // The queue's settings against the processing time, when both are
+        // known; a failed poll keeps the last ones shown.
+        let settings = match (sample, decision) {
+            (Ok(s), Some(d)) => Some(queue_setting_warnings(
+                s.visibility_timeout,
+                s.max_receive_count,
+                d.seconds_per_message,
+                d.seconds_per_message_learned,
+            )),
+            _ => None,
+        };
+        if let Some(w) = &settings {
+            self.settings.poll(name, w);
+        }
         let dry_run = self.dry_run();
         self.rt.status.update(name, |st| {
             st.last_poll = Some(unix(now_wall));
@@ -613,6 +661,7 @@ impl Scaler {
                 st.proposals = d.proposals.clone();
                 st.arrival_rate = d.arrival_rate;
                 st.seconds_per_message = d.seconds_per_message;
+                st.dead_letter_rate = d.dead_letter_rate;
                 st.oldest_age_seconds = d.oldest_age.map(|a| a.as_secs_f64());
                 st.oldest_age_estimated = d.oldest_age_estimated;
                 st.fallback_active = d.fallback_active;
@@ -628,6 +677,11 @@ impl Scaler {
                     .drain(..)
                     .map(|n| format!("source: {n}")),
             );
+            if let Some(ws) = settings {
+                st.warnings.retain(|w| !w.starts_with("queue: "));
+                st.warnings
+                    .extend(ws.into_iter().map(|w| format!("queue: {}", w.message)));
+            }
             if let Some(pe) = error {
                 st.last_error = Some(ErrorStatus {
                     phase: pe.phase,
@@ -675,6 +729,7 @@ fn on_daemon_clock(clock: &Clock, mut s: Sample) -> Sample {
         return s;
     }
     s.oldest_age = s.oldest_age.map(|a| clock.to_virtual(a));
+    s.visibility_timeout = s.visibility_timeout.map(|v| clock.to_virtual(v));
     s.arrival_rate = s.arrival_rate.map(|r| r / clock.scale());
     s
 }

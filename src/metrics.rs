@@ -66,6 +66,7 @@ pub struct Metrics {
     pub oldest_age_estimated: GaugeVec,
     pub arrival_rate: GaugeVec,
     pub dead_letter: IntGaugeVec,
+    pub dead_letter_rate: GaugeVec,
     pub replicas: IntGaugeVec,
     pub scale_operations: IntCounterVec,
     pub source_errors: IntCounterVec,
@@ -132,7 +133,12 @@ impl Metrics {
             ),
             dead_letter: gauge_vec(
                 "qscale_dead_letter_messages",
-                "Messages in the dead-letter queue (never a scaling signal).",
+                "Messages in the dead-letter queue, configured or discovered (never a backlog).",
+                &["scaler"],
+            ),
+            dead_letter_rate: fgauge_vec(
+                "qscale_dead_letter_arrival_rate",
+                "Messages per second arriving in the dead-letter queue (its net growth over the last 2 minutes).",
                 &["scaler"],
             ),
             replicas: gauge_vec(
@@ -272,6 +278,7 @@ impl Metrics {
         let _ = self.oldest_age_estimated.remove_label_values(&[scaler]);
         let _ = self.arrival_rate.remove_label_values(&[scaler]);
         let _ = self.dead_letter.remove_label_values(&[scaler]);
+        let _ = self.dead_letter_rate.remove_label_values(&[scaler]);
         for kind in ["current", "ready", "desired"] {
             let _ = self.replicas.remove_label_values(&[scaler, kind]);
         }
@@ -381,6 +388,7 @@ mod tests {
         m.fallback_active.with_label_values(&["a"]).set(0);
         m.paused.with_label_values(&["a"]).set(0);
         m.dead_letter.with_label_values(&["a"]).set(0);
+        m.dead_letter_rate.with_label_values(&["a"]).set(0.25);
         m.leader.set(1);
         m.config_reload_failures.inc();
         let text = m.render();
@@ -397,6 +405,7 @@ mod tests {
             "qscale_fallback_active{scaler=\"a\"} 0",
             "qscale_paused{scaler=\"a\"} 0",
             "qscale_dead_letter_messages{scaler=\"a\"} 0",
+            "qscale_dead_letter_arrival_rate{scaler=\"a\"} 0.25",
             "qscale_leader 1",
             "qscale_config_reload_failures_total 1",
             "qscale_build_info{version=",
@@ -502,6 +511,7 @@ mod tests {
             .inc();
         m.init_scaler("gone", "sqs", "kubernetes");
         m.init_scaler("kept", "sqs", "kubernetes");
+        m.dead_letter_rate.with_label_values(&["gone"]).set(1.0);
         m.replicas.with_label_values(&["kept", "current"]).set(1);
         m.remove_scaler("gone");
         let text = m.render();

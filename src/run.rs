@@ -24,6 +24,7 @@ use crate::contract::Sample;
 use crate::control_loop::{Daemon, Runtime};
 use crate::http::{self, HttpError};
 use crate::leader::{self, Elector, LeaderError, Leadership};
+use crate::policy::queue_setting_warnings;
 
 /// How often the config file is checked for changes.
 const RELOAD_CHECK_EVERY: Duration = Duration::from_secs(2);
@@ -265,6 +266,15 @@ pub async fn once(config: &Config, only: Option<&str>) -> Vec<OnceReport> {
         if let Err(e) = &p.current {
             errors.push(format!("target: {e}"));
         }
+        let settings = match (&p.sample, &p.decision) {
+            (Ok(s), Some(d)) => queue_setting_warnings(
+                s.visibility_timeout,
+                s.max_receive_count,
+                d.seconds_per_message,
+                d.seconds_per_message_learned,
+            ),
+            _ => Vec::new(),
+        };
         let warnings = rt
             .status
             .get(&name)
@@ -276,6 +286,11 @@ pub async fn once(config: &Config, only: Option<&str>) -> Vec<OnceReport> {
                     .as_ref()
                     .map(|s| s.notes.clone())
                     .unwrap_or_default(),
+            )
+            .chain(
+                settings
+                    .into_iter()
+                    .map(|w| format!("queue: {}", w.message)),
             )
             .collect();
         out.push(OnceReport {
@@ -294,6 +309,110 @@ pub async fn once(config: &Config, only: Option<&str>) -> Vec<OnceReport> {
         });
     }
     out
+}
+
+/// What `qscale check --online` found for one scaler.
+#[derive(Debug, Serialize)]
+pub struct OnlineReport {
+    pub name: String,
+    /// One line: what the source answered.
+    pub summary: String,
+    /// What the user should change or know, one line each.
+    pub warnings: Vec<String>,
+    /// Why the source could not be sampled.
+    pub error: Option<String>,
+}
+
+/// Sample every scaler's source once and check the queue's own settings
+/// against the configured work (`qscale check --online`). Reads only.
+pub async fn check_online(config: &Config) -> Vec<OnlineReport> {
+    let clients = Clients::new();
+    let timeout = config.defaults.sample_timeout;
+    let mut tasks = Vec::new();
+    for s in config.scalers.clone() {
+        let clients = clients.clone();
+        tasks.push(tokio::spawn(async move {
+            let sampled = match s.source.build(&clients, timeout).await {
+                Ok(src) => tokio::time::timeout(timeout, src.sample())
+                    .await
+                    .unwrap_or(Err(crate::contract::SourceError::Timeout(timeout))),
+                Err(e) => Err(e),
+            };
+            online_report(&s, sampled)
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        if let Ok(r) = t.await {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// The report for one scaler from what its source answered.
+pub fn online_report(
+    s: &crate::config::ScalerConfig,
+    sampled: Result<Sample, crate::contract::SourceError>,
+) -> OnlineReport {
+    let sample = match sampled {
+        Ok(x) => x,
+        Err(e) => {
+            return OnlineReport {
+                name: s.name.clone(),
+                summary: "source not sampled".into(),
+                warnings: Vec::new(),
+                error: Some(format!("source: {e}")),
+            };
+        }
+    };
+    let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    let mut summary = format!(
+        "visible {}, in flight {}",
+        opt(sample.visible),
+        opt(sample.in_flight)
+    );
+    match (&sample.dead_letter_queue, sample.dead_letter) {
+        (Some(q), Some(n)) => summary.push_str(&format!("; dead-letter queue {q} holds {n}")),
+        (Some(q), None) => summary.push_str(&format!("; dead-letter queue {q}, depth unknown")),
+        (None, _) => summary.push_str("; no dead-letter queue"),
+    }
+    if let Some(v) = sample.visibility_timeout {
+        summary.push_str(&format!(
+            "; visibility timeout {}",
+            humantime::format_duration(v)
+        ));
+    }
+    if let Some(m) = sample.max_receive_count {
+        summary.push_str(&format!("; maxReceiveCount {m}"));
+    }
+    let configured = s
+        .policy
+        .throughput
+        .as_ref()
+        .and_then(|t| t.seconds_per_message);
+    let mut warnings: Vec<String> = queue_setting_warnings(
+        sample.visibility_timeout,
+        sample.max_receive_count,
+        configured,
+        false,
+    )
+    .into_iter()
+    .map(|w| w.message)
+    .collect();
+    if s.policy.dead_letter.is_some() && sample.dead_letter.is_none() {
+        warnings.push(
+            "policy.dead_letter is set but the source reports no dead-letter queue depth, so              the rule cannot act; configure the source's dead-letter queue or give the queue              one (an SQS RedrivePolicy, a RabbitMQ dead-letter exchange)"
+                .into(),
+        );
+    }
+    warnings.extend(sample.notes.iter().map(|n| format!("source: {n}")));
+    OnlineReport {
+        name: s.name.clone(),
+        summary,
+        warnings,
+        error: None,
+    }
 }
 
 /// The text form of a `once` report.

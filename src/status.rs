@@ -61,6 +61,8 @@ pub struct ScalerStatus {
     pub proposals: Vec<Proposal>,
     pub arrival_rate: Option<f64>,
     pub seconds_per_message: Option<f64>,
+    /// Messages per second arriving in the dead-letter queue.
+    pub dead_letter_rate: Option<f64>,
     /// Age of the oldest waiting message the policy used (seconds):
     /// the source's measurement, or qscale's estimate.
     pub oldest_age_seconds: Option<f64>,
@@ -106,6 +108,7 @@ impl ScalerStatus {
             proposals: Vec::new(),
             arrival_rate: None,
             seconds_per_message: None,
+            dead_letter_rate: None,
             oldest_age_seconds: None,
             oldest_age_estimated: false,
             fallback_active: false,

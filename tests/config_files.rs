@@ -405,3 +405,36 @@ fn every_source_and_target_kind_reports_its_serde_tag() {
         assert_eq!(json["kind"], *kind, "target {kind} serializes its tag");
     }
 }
+
+#[test]
+fn a_dead_letter_fraction_outside_zero_to_one_is_refused_with_its_field_path() {
+    let text = std::fs::read_to_string(repo().join("config/sqs-inference-dlq.toml")).unwrap();
+    assert!(
+        text.contains("max_fraction = 0.1"),
+        "the example sets the rule"
+    );
+    for (fraction, ok) in [
+        ("0.1", true),
+        ("1", true),
+        ("0", false),
+        ("-0.2", false),
+        ("1.5", false),
+        ("nan", false),
+    ] {
+        let changed = text.replace("max_fraction = 0.1", &format!("max_fraction = {fraction}"));
+        match Config::from_str_with_env(&changed, Path::new("x.toml"), Vec::new()) {
+            Ok(_) => assert!(ok, "{fraction} accepted"),
+            Err(e) => {
+                assert!(!ok, "{fraction} refused: {e}");
+                assert_eq!(
+                    e.lines(),
+                    vec![
+                        "scaler[0].policy.dead_letter.max_fraction: must be greater than 0 and at most 1"
+                            .to_string()
+                    ],
+                    "{fraction}"
+                );
+            }
+        }
+    }
+}

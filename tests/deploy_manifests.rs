@@ -33,6 +33,7 @@ const KNOWN_METRICS: &[&str] = &[
     "qscale_build_info",
     "qscale_config_reload_failures_total",
     "qscale_dead_letter_messages",
+    "qscale_dead_letter_arrival_rate",
 ];
 
 /// Histograms, whose series carry the _bucket/_sum/_count suffixes.
@@ -616,7 +617,7 @@ fn plain_manifests_match_the_chart_defaults() {
 }
 
 #[test]
-fn iam_policy_allows_exactly_the_four_actions_qscale_calls() {
+fn iam_policy_allows_exactly_the_actions_qscale_calls() {
     let policy = json(&deploy().join("ecs/iam-task-role-policy.json"));
     assert_eq!(policy["Version"], "2012-10-17");
     let mut actions = BTreeSet::new();
@@ -659,6 +660,8 @@ fn iam_policy_allows_exactly_the_four_actions_qscale_calls() {
     }
     let expected: BTreeSet<String> = [
         "sqs:GetQueueAttributes",
+        // Resolves a dead-letter queue discovered from a RedrivePolicy.
+        "sqs:GetQueueUrl",
         "cloudwatch:GetMetricData",
         "ecs:DescribeServices",
         "ecs:UpdateService",

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use qscale::contract::{Capabilities, Replicas, Sample};
 use qscale::policy::{
-    BehaviorConfig, Decision, FallbackAction, FallbackConfig, Policy, PolicyConfig, PolicyState,
-    RateLimitConfig, ThroughputConfig, decide,
+    BehaviorConfig, DeadLetterConfig, Decision, FallbackAction, FallbackConfig, Policy,
+    PolicyConfig, PolicyState, RateLimitConfig, ThroughputConfig, decide,
 };
 
 /// SQS with CloudWatch: every measurement, in-flight counted as backlog.
@@ -51,6 +51,7 @@ fn defaults() -> PolicyConfig {
             ..BehaviorConfig::default()
         },
         fallback: FallbackConfig::default(),
+        dead_letter: None,
         paused: false,
     }
 }
@@ -787,5 +788,75 @@ fn example_fallback_replicas_is_the_same_for_failed_and_stale_samples() {
         Some(
             "fallback: 2 failed or stale samples in a row; replicas 3 (measured signals ask for 30) -> 30"
         )
+    );
+}
+
+// ---- Example 15: dead letters ---------------------------------------------------
+
+#[test]
+fn example_dead_letters_hold_scale_up() {
+    let p = policy(|c| {
+        c.messages_per_replica = Some(10.0);
+        c.max_message_age = Some(s(120));
+        c.dead_letter = Some(DeadLetterConfig { max_fraction: 0.1 });
+    });
+    let mut st = PolicyState::new();
+    let t0 = Instant::now();
+    let poll = |visible, in_flight, age, dead_letter| Sample {
+        oldest_age: Some(s(age)),
+        arrival_rate: Some(6.0),
+        dead_letter: Some(dead_letter),
+        ..sample(visible, in_flight)
+    };
+    let d = decide(&p, &mut st, Some(&poll(50, 0, 30, 40)), cur(5), t0);
+    expect(
+        &d,
+        5,
+        &[
+            "signal: backlog 50 / 10 per replica -> 5",
+            "signal: oldest message 30s within objective 2m",
+            "signal: largest proposal: backlog -> 5",
+        ],
+    );
+    // 30 s later: 63 more messages in the dead-letter queue (2.1 msg/s)
+    // while 6 msg/s arrive, and the failing ones pile up in the queue.
+    let d = decide(
+        &p,
+        &mut st,
+        Some(&poll(120, 5, 180, 103)),
+        cur(5),
+        t0 + s(30),
+    );
+    assert_eq!(d.dead_letter_rate, Some(2.1));
+    expect(
+        &d,
+        5,
+        &[
+            "signal: backlog 125 / 10 per replica -> 13",
+            "signal: oldest message 3m over objective 2m: 5 x 1.50 -> 8",
+            "signal: largest proposal: backlog -> 13",
+            "dead letters: dead-lettering 2.10 msg/s = 35% of arrivals 6 msg/s > max_fraction 10%: \
+             failures, not capacity; not scaling up, keeping 5 (would be 13)",
+        ],
+    );
+    // The failures stop (the fix is deployed); two minutes on, nothing new
+    // has reached the dead-letter queue and the backlog is capacity again.
+    let d = decide(
+        &p,
+        &mut st,
+        Some(&poll(120, 5, 180, 103)),
+        cur(5),
+        t0 + s(150),
+    );
+    assert_eq!(d.dead_letter_rate, Some(0.0));
+    expect(
+        &d,
+        10,
+        &[
+            "signal: backlog 125 / 10 per replica -> 13",
+            "signal: oldest message 3m over objective 2m: 5 x 1.50 -> 8",
+            "signal: largest proposal: backlog -> 13",
+            "rate limit: scale-up limited to max(+100% per 15s, +4 pods per 15s) -> 10",
+        ],
     );
 }

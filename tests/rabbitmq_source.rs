@@ -76,6 +76,7 @@ fn source_cfg(queue: &str, pw_file: &std::path::Path, management: bool) -> Rabbi
         password_file: Some(pw_file.to_path_buf()),
         management_url: management.then(management_url),
         count_in_flight: true,
+        dead_letter_queue: None,
     }
 }
 

@@ -105,6 +105,13 @@ pub struct PolicyConfig {
     #[serde(default)]
     pub fallback: FallbackConfig,
 
+    /// Hold scale-up while messages move to the dead-letter queue too fast:
+    /// then the work fails, and more workers would only fail faster. Off
+    /// unless set (a dead-letter queue can also fill for capacity reasons,
+    /// e.g. RabbitMQ's expired messages).
+    #[serde(default)]
+    pub dead_letter: Option<DeadLetterConfig>,
+
     /// Sample and report, never actuate.
     #[serde(default)]
     pub paused: bool,
@@ -150,6 +157,17 @@ pub struct ThroughputConfig {
 
 fn default_target_utilization() -> f64 {
     1.0
+}
+
+/// The dead-letter rule's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// When messages arrive in the dead-letter queue faster than this
+    /// fraction of the queue's arrival rate, in (0, 1], do not scale up for
+    /// the backlog (the count is held, never lowered because of it), e.g.
+    /// `0.1` = 10 %.
+    pub max_fraction: f64,
 }
 
 /// Behavior of one direction, with the HPA's semantics.
@@ -320,6 +338,14 @@ impl PolicyConfig {
                 );
             }
         }
+        if let Some(d) = &self.dead_letter
+            && !(d.max_fraction > 0.0 && d.max_fraction <= 1.0)
+        {
+            p.push(
+                format!("{path}.dead_letter.max_fraction"),
+                "must be greater than 0 and at most 1",
+            );
+        }
         if !(self.tolerance.is_finite() && (0.0..1.0).contains(&self.tolerance)) {
             p.push(format!("{path}.tolerance"), "must be >= 0 and < 1");
         }
@@ -458,6 +484,9 @@ pub struct Policy {
     pub scale_up: Behavior,
     pub scale_down: Behavior,
     pub fallback: Fallback,
+    /// Hold scale-up while the dead-letter arrival rate exceeds this
+    /// fraction of the arrival rate (`dead_letter.max_fraction`).
+    pub dead_letter_max_fraction: Option<f64>,
     pub paused: bool,
 }
 
@@ -550,6 +579,7 @@ impl Policy {
                 action: c.fallback.action,
                 replicas: c.fallback.replicas.unwrap_or(c.min_replicas),
             },
+            dead_letter_max_fraction: c.dead_letter.as_ref().map(|d| d.max_fraction),
             paused: c.paused,
         }
     }

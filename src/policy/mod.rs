@@ -5,7 +5,7 @@
 //! number:
 //!
 //! 1. signals (backlog, throughput, age), largest wins;
-//! 2. tolerance;
+//! 2. tolerance, and the dead-letter hold (failures are not capacity);
 //! 3. activation and activity-based scale to zero;
 //! 4. stabilization windows;
 //! 5. rate limits;
@@ -21,18 +21,22 @@
 
 mod behavior;
 mod config;
+mod dead_letter;
 mod estimate;
+mod queue_settings;
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+pub use config::DeadLetterConfig;
 pub use config::{
     Behavior, BehaviorConfig, Fallback, FallbackAction, FallbackConfig, LimitAmount,
     MAX_REPLICAS_LIMIT, Policy, PolicyConfig, RateLimit, RateLimitConfig, SelectPolicy, Throughput,
     ThroughputConfig,
 };
+pub use queue_settings::{SettingWarning, queue_setting_warnings};
 
 use crate::contract::{Replicas, Sample};
 use behavior::History;
@@ -45,6 +49,7 @@ pub enum Step {
     Signal,
     MissingData,
     Tolerance,
+    DeadLetter,
     Activation,
     Stabilization,
     RateLimit,
@@ -59,6 +64,7 @@ impl fmt::Display for Step {
             Step::Signal => "signal",
             Step::MissingData => "missing data",
             Step::Tolerance => "tolerance",
+            Step::DeadLetter => "dead letters",
             Step::Activation => "activation",
             Step::Stabilization => "stabilization",
             Step::RateLimit => "rate limit",
@@ -115,6 +121,11 @@ pub struct Decision {
     pub arrival_rate: Option<f64>,
     /// The seconds per message used (configured or learned).
     pub seconds_per_message: Option<f64>,
+    /// `seconds_per_message` was learned, not configured.
+    pub seconds_per_message_learned: bool,
+    /// Messages per second arriving in the dead-letter queue, from the
+    /// growth of its depth; `None` while unknown.
+    pub dead_letter_rate: Option<f64>,
     /// The fallback is in force.
     pub fallback_active: bool,
     /// The policy is paused: `replicas` equals `current`.
@@ -139,6 +150,7 @@ pub struct PolicyState {
     estimator: Estimator,
     consecutive_failures: u32,
     last_active: Option<Instant>,
+    dead_letters: dead_letter::DeadLetterRate,
 }
 
 impl PolicyState {
@@ -268,6 +280,7 @@ pub fn decide(
     let mut backlog = None;
     let mut oldest_age = None;
     let mut age_estimated = false;
+    let mut dead_letter_rate = None;
 
     let unbounded = match sample {
         None => {
@@ -279,6 +292,7 @@ pub fn decide(
             cur
         }
         Some(s) => {
+            dead_letter_rate = state.dead_letters.observe(now, s.dead_letter);
             let mut inp = inputs(policy, s);
             backlog = inp.backlog;
             if let Some(visible) = s.visible {
@@ -390,6 +404,8 @@ pub fn decide(
         oldest_age_estimated: age_estimated,
         arrival_rate: est.arrival_rate,
         seconds_per_message: est.seconds_per_message,
+        seconds_per_message_learned: est.service_learned,
+        dead_letter_rate,
         fallback_active,
         paused: policy.paused,
         unpaused_replicas: unpaused,
@@ -704,6 +720,16 @@ fn with_sample(
             desired = cur;
         }
     }
+
+    // 2b. Dead letters: failing work is not a reason to add workers.
+    desired = dead_letter::hold(
+        policy.dead_letter_max_fraction,
+        state.dead_letters.rate(),
+        est.arrival_rate,
+        cur,
+        desired,
+        reasons,
+    );
 
     if floor_at_current && desired < cur {
         reasons.push(Reason {

@@ -32,6 +32,7 @@ fn base_config() -> PolicyConfig {
         scale_up: BehaviorConfig::default(),
         scale_down: BehaviorConfig::default(),
         fallback: FallbackConfig::default(),
+        dead_letter: None,
         paused: false,
     }
 }

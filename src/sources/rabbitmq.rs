@@ -11,6 +11,15 @@
 //! saying in-flight is unknown, and the capabilities say so, which turns
 //! off the policy features that need it at validation time.
 //!
+//! The management API also names the queue's dead-letter exchange: the
+//! `x-dead-letter-exchange` argument, else the `dead-letter-exchange` of
+//! its effective policy (an argument overrules a policy, as in RabbitMQ).
+//! The queues bound to that exchange (the bindings API; with a dead-letter
+//! routing key, those bound with that key) are the dead-letter queues, and
+//! their message count is the sample's dead-letter depth. The bindings are
+//! looked up again at most once a minute. A configured `dead_letter_queue`
+//! replaces the discovery.
+//!
 //! The AMQP connection and its channel are kept across polls. A poll that
 //! finds them closed (the broker restarted, an operator closed the
 //! connection, a 404 closed the channel) opens new ones; a poll that fails
@@ -29,6 +38,7 @@ use lapin::{Channel, Connection, ConnectionProperties, ErrorKind};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 use crate::clients::Clients;
 use crate::clients::http::{self as http_client, HttpClient};
@@ -82,6 +92,13 @@ pub struct RabbitmqSourceConfig {
     /// `management_url`.
     #[serde(default = "default_true")]
     pub count_in_flight: bool,
+
+    /// A queue (same vhost) whose message count is exported as
+    /// `qscale_dead_letter_messages` and whose growth is the dead-letter
+    /// arrival rate; never a backlog. Default: the queues bound to the
+    /// queue's dead-letter exchange. Needs `management_url`.
+    #[serde(default)]
+    pub dead_letter_queue: Option<String>,
 }
 
 impl RabbitmqSourceConfig {
@@ -155,6 +172,16 @@ impl SourceSpec for RabbitmqSourceConfig {
             http_url(p, &format!("{path}.management_url"), &redact_url(m));
             no_password_in_url(p, &format!("{path}.management_url"), m);
         }
+        match &self.dead_letter_queue {
+            Some(q) if q.is_empty() || q.len() > 255 => {
+                p.push(format!("{path}.dead_letter_queue"), "must be 1-255 bytes")
+            }
+            Some(_) if self.management_url.is_none() => p.push(
+                format!("{path}.dead_letter_queue"),
+                "needs management_url (its depth is read there)",
+            ),
+            _ => {}
+        }
     }
 
     fn describe(&self) -> String {
@@ -198,11 +225,97 @@ pub struct AmqpCounts {
 pub struct ManagementQueue {
     pub ready: Option<u64>,
     pub unacknowledged: Option<u64>,
+    /// Ready plus unacknowledged: a dead-letter queue's depth.
+    pub messages: Option<u64>,
     pub consumers: Option<u32>,
     pub publish_rate: Option<f64>,
     /// Unix seconds of the oldest ready message's `timestamp` property.
     pub head_message_timestamp: Option<f64>,
+    /// Where the queue dead-letters to, if anywhere.
+    pub dead_letter: Option<DeadLetterTarget>,
 }
+
+/// A queue's dead-letter exchange and routing key, and where they are set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterTarget {
+    /// The exchange; `""` is the default exchange (routes by queue name).
+    pub exchange: String,
+    pub routing_key: Option<String>,
+    /// `argument` (`x-dead-letter-exchange`) or `policy <name>`.
+    pub set_by: String,
+}
+
+/// The dead-letter exchange of a queue object: its `x-dead-letter-*`
+/// arguments, else its effective policy's `dead-letter-*` keys (RabbitMQ
+/// lets an argument overrule a policy).
+fn dead_letter_target(v: &serde_json::Value) -> Option<DeadLetterTarget> {
+    let text = |p: &str| v.pointer(p).and_then(serde_json::Value::as_str);
+    if let Some(x) = text("/arguments/x-dead-letter-exchange") {
+        return Some(DeadLetterTarget {
+            exchange: x.to_string(),
+            routing_key: text("/arguments/x-dead-letter-routing-key").map(str::to_string),
+            set_by: "argument x-dead-letter-exchange".into(),
+        });
+    }
+    let x = text("/effective_policy_definition/dead-letter-exchange")?;
+    Some(DeadLetterTarget {
+        exchange: x.to_string(),
+        routing_key: text("/effective_policy_definition/dead-letter-routing-key")
+            .map(str::to_string),
+        set_by: match text("/policy") {
+            Some(name) if !name.is_empty() => format!("policy {name}"),
+            _ => "policy".into(),
+        },
+    })
+}
+
+/// The queues a dead-lettered message of `source` reaches through
+/// `GET /api/exchanges/{vhost}/{exchange}/bindings/source`: those bound
+/// with the dead-letter routing key when one is set and any queue is bound
+/// with it, else every queue bound to the exchange (without a key a message
+/// keeps its own routing key, which qscale cannot know). Never `source`
+/// itself; sorted and without repeats.
+pub fn dead_letter_queues(
+    body: &[u8],
+    routing_key: Option<&str>,
+    source: &str,
+) -> Result<Vec<String>, SourceError> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        SourceError::InvalidResponse(format!("management API bindings: not JSON: {e}"))
+    })?;
+    let list = v.as_array().ok_or_else(|| {
+        SourceError::InvalidResponse("management API bindings: expected a JSON array".into())
+    })?;
+    let bound: Vec<(&str, &str)> = list
+        .iter()
+        .filter(|b| b.get("destination_type").and_then(|t| t.as_str()) == Some("queue"))
+        .filter_map(|b| {
+            let q = b.get("destination")?.as_str()?;
+            let key = b.get("routing_key").and_then(|k| k.as_str()).unwrap_or("");
+            (q != source).then_some((q, key))
+        })
+        .collect();
+    let keyed: Vec<&str> = match routing_key {
+        Some(k) => bound
+            .iter()
+            .filter(|(_, rk)| *rk == k)
+            .map(|(q, _)| *q)
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut queues: Vec<String> = if keyed.is_empty() {
+        bound.iter().map(|(q, _)| q.to_string()).collect()
+    } else {
+        keyed.into_iter().map(str::to_string).collect()
+    };
+    queues.sort();
+    queues.dedup();
+    Ok(queues)
+}
+
+/// How long the dead-letter exchange's bindings are trusted before they are
+/// read again.
+const BINDINGS_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Parse the management API's queue object. Numbers of the wrong type or
 /// sign are treated as absent, never as zero.
@@ -227,9 +340,11 @@ pub fn parse_management_queue(body: &[u8]) -> Result<ManagementQueue, SourceErro
     Ok(ManagementQueue {
         ready: u64_at("messages_ready"),
         unacknowledged: u64_at("messages_unacknowledged"),
+        messages: u64_at("messages"),
         consumers: u64_at("consumers").and_then(|c| u32::try_from(c).ok()),
         publish_rate: rate,
         head_message_timestamp: head,
+        dead_letter: dead_letter_target(&v),
     })
 }
 
@@ -321,6 +436,9 @@ pub struct RabbitmqSource {
     timeout: Duration,
     link: Mutex<Option<Link>>,
     http: HttpClient,
+    /// The dead-letter queues last found for an exchange and routing key,
+    /// and when.
+    bindings: Mutex<Option<(DeadLetterTarget, Instant, Vec<String>)>>,
 }
 
 impl std::fmt::Debug for RabbitmqSource {
@@ -346,6 +464,7 @@ impl RabbitmqSource {
             timeout,
             link: Mutex::new(None),
             http: HttpClient::new(),
+            bindings: Mutex::new(None),
         }
     }
 
@@ -436,16 +555,25 @@ impl RabbitmqSource {
         }
     }
 
-    async fn management(&self, base: &str) -> Result<ManagementQueue, SourceError> {
+    /// `GET {base}/api/{kind}/{vhost}/{name}{suffix}` with the source's
+    /// credentials; `what` names the object in errors.
+    async fn management_get(
+        &self,
+        base: &str,
+        kind: &str,
+        name: &str,
+        suffix: &str,
+        what: &str,
+    ) -> Result<Vec<u8>, SourceError> {
         let (uri, _) = self.uri()?;
         let enc = |s: &str| {
             percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
         };
         let url = format!(
-            "{}/api/queues/{}/{}",
+            "{}/api/{kind}/{}/{}{suffix}",
             base.trim_end_matches('/'),
             enc(&uri.vhost),
-            enc(&self.cfg.queue)
+            enc(name)
         );
         let auth = http_client::basic_auth(
             &uri.authority.userinfo.username,
@@ -458,10 +586,113 @@ impl RabbitmqSource {
         if resp.status != 200 {
             return Err(http_client::status_error(
                 &resp,
-                &format!("management API, {}", self.what()),
+                &format!("management API, {what}"),
             ));
         }
-        parse_management_queue(&resp.body)
+        Ok(resp.body.to_vec())
+    }
+
+    async fn management(&self, base: &str) -> Result<ManagementQueue, SourceError> {
+        let body = self
+            .management_get(base, "queues", &self.cfg.queue, "", &self.what())
+            .await?;
+        parse_management_queue(&body)
+    }
+
+    /// The dead-letter queues of `target`: by queue name for the default
+    /// exchange, else from the exchange's bindings (cached for a minute).
+    async fn dead_letter_names(
+        &self,
+        base: &str,
+        target: &DeadLetterTarget,
+    ) -> Result<Vec<String>, SourceError> {
+        if target.exchange.is_empty() {
+            // The default exchange delivers to the queue named by the key.
+            return Ok(target
+                .routing_key
+                .iter()
+                .filter(|k| !k.is_empty() && **k != self.cfg.queue)
+                .cloned()
+                .collect());
+        }
+        let mut cache = self.bindings.lock().await;
+        if let Some((t, at, queues)) = cache.as_ref()
+            && t == target
+            && at.elapsed() < BINDINGS_TTL
+        {
+            return Ok(queues.clone());
+        }
+        let what = format!("bindings of dead-letter exchange {:?}", target.exchange);
+        let body = self
+            .management_get(
+                base,
+                "exchanges",
+                &target.exchange,
+                "/bindings/source",
+                &what,
+            )
+            .await?;
+        let queues = dead_letter_queues(&body, target.routing_key.as_deref(), &self.cfg.queue)?;
+        *cache = Some((target.clone(), Instant::now(), queues.clone()));
+        Ok(queues)
+    }
+
+    /// Fill the sample's dead-letter depth: the configured queue, else the
+    /// ones the queue's dead-letter exchange leads to. A failure is a note.
+    async fn dead_letter(&self, base: &str, mgmt: &ManagementQueue, s: &mut Sample) {
+        let (names, how) = match (&self.cfg.dead_letter_queue, &mgmt.dead_letter) {
+            (Some(q), _) => (Ok(vec![q.clone()]), "configured".to_string()),
+            (None, Some(t)) => (
+                self.dead_letter_names(base, t).await,
+                format!(
+                    "discovered from {} {:?}",
+                    t.set_by,
+                    if t.exchange.is_empty() {
+                        "(default exchange)"
+                    } else {
+                        t.exchange.as_str()
+                    }
+                ),
+            ),
+            (None, None) => return,
+        };
+        let names = match names {
+            Ok(n) if n.is_empty() => {
+                s.notes.push(format!(
+                    "dead-letter queue unknown: no queue is bound to the dead-letter exchange                      ({how}), so dead-lettered messages are dropped"
+                ));
+                return;
+            }
+            Ok(n) => n,
+            Err(e) => {
+                s.notes.push(format!("dead-letter queue unknown: {e}"));
+                return;
+            }
+        };
+        s.dead_letter_queue = Some(format!("{} ({how})", names.join(", ")));
+        let mut total = 0u64;
+        for q in &names {
+            let what = format!("dead-letter queue {q:?}");
+            let depth = self
+                .management_get(base, "queues", q, "", &what)
+                .await
+                .and_then(|b| parse_management_queue(&b));
+            match depth.map(|m| m.messages.or(m.ready)) {
+                Ok(Some(n)) => total = total.saturating_add(n),
+                Ok(None) => {
+                    s.notes.push(format!(
+                        "dead-letter queue depth unknown: the management API has no count for {q:?} yet"
+                    ));
+                    return;
+                }
+                Err(e) => {
+                    s.notes
+                        .push(format!("dead-letter queue depth unknown: {e}"));
+                    return;
+                }
+            }
+        }
+        s.dead_letter = Some(total);
     }
 }
 
@@ -485,14 +716,29 @@ impl QueueSource for RabbitmqSource {
 
     async fn sample(&self) -> Result<Sample, SourceError> {
         let at = SystemTime::now();
+        let started = Instant::now();
         let amqp = tokio::time::timeout(self.timeout, self.amqp_counts())
             .await
             .map_err(|_| SourceError::Timeout(self.timeout))??;
-        let mgmt = match &self.cfg.management_url {
-            Some(base) => Some(self.management(base).await?),
-            None => None,
+        let Some(base) = &self.cfg.management_url else {
+            return Ok(build_sample(at, amqp, None));
         };
-        Ok(build_sample(at, amqp, mgmt.as_ref()))
+        let mgmt = self.management(base).await?;
+        let mut s = build_sample(at, amqp, Some(&mgmt));
+        // What is left of the sample's time, less a margin so the control
+        // loop's own bound (the same timeout) does not fire first: a slow
+        // dead-letter lookup costs the extra, never the sample.
+        let deadline = started + self.timeout.mul_f64(0.9);
+        if tokio::time::timeout_at(deadline, self.dead_letter(base, &mgmt, &mut s))
+            .await
+            .is_err()
+        {
+            s.notes.push(format!(
+                "dead-letter queue depth unknown: no answer within {:?}",
+                self.timeout
+            ));
+        }
+        Ok(s)
     }
 }
 
@@ -510,6 +756,7 @@ mod tests {
             password_file: None,
             management_url: Some("http://127.0.0.1:15672".into()),
             count_in_flight: true,
+            dead_letter_queue: None,
         }
     }
 
@@ -581,6 +828,28 @@ mod tests {
                 },
                 Some("s.management_url: must not contain a password"),
             ),
+            (
+                RabbitmqSourceConfig {
+                    dead_letter_queue: Some("jobs-dlq".into()),
+                    ..cfg()
+                },
+                None,
+            ),
+            (
+                RabbitmqSourceConfig {
+                    dead_letter_queue: Some(String::new()),
+                    ..cfg()
+                },
+                Some("s.dead_letter_queue: must be 1-255 bytes"),
+            ),
+            (
+                RabbitmqSourceConfig {
+                    dead_letter_queue: Some("jobs-dlq".into()),
+                    management_url: None,
+                    ..cfg()
+                },
+                Some("s.dead_letter_queue: needs management_url"),
+            ),
         ];
         crate::validate::assert_validation_table(&cases, |c, path, p| c.validate(path, p));
     }
@@ -632,9 +901,11 @@ mod tests {
                 Ok(ManagementQueue {
                     ready: Some(7),
                     unacknowledged: Some(3),
+                    messages: Some(10),
                     consumers: Some(2),
                     publish_rate: Some(2.5),
                     head_message_timestamp: Some(1_700_000_000.0),
+                    dead_letter: None,
                 }),
             ),
             (
@@ -660,6 +931,59 @@ mod tests {
                 (g, w) => panic!("{}: got {g:?}, want {w:?}", String::from_utf8_lossy(body)),
             }
         }
+    }
+
+    #[test]
+    fn the_dead_letter_exchange_comes_from_the_argument_else_the_policy() {
+        let parse = |body: &str| parse_management_queue(body.as_bytes()).unwrap().dead_letter;
+        let both = r#"{"arguments":{"x-dead-letter-exchange":"dlx","x-dead-letter-routing-key":"failed"},
+            "policy":"p","effective_policy_definition":{"dead-letter-exchange":"other"}}"#;
+        assert_eq!(
+            parse(both),
+            Some(DeadLetterTarget {
+                exchange: "dlx".into(),
+                routing_key: Some("failed".into()),
+                set_by: "argument x-dead-letter-exchange".into(),
+            })
+        );
+        let policy = r#"{"arguments":{},"policy":"dlx-all",
+            "effective_policy_definition":{"dead-letter-exchange":"dlx"}}"#;
+        assert_eq!(
+            parse(policy),
+            Some(DeadLetterTarget {
+                exchange: "dlx".into(),
+                routing_key: None,
+                set_by: "policy dlx-all".into(),
+            })
+        );
+        assert_eq!(parse(r#"{"arguments":{"x-message-ttl":5}}"#), None);
+        assert_eq!(parse(r#"{"effective_policy_definition":[]}"#), None);
+    }
+
+    #[test]
+    fn dead_letter_queues_are_the_queues_bound_to_the_exchange() {
+        let body = br##"[
+            {"source":"dlx","destination":"jobs-dlq","destination_type":"queue","routing_key":"failed"},
+            {"source":"dlx","destination":"audit","destination_type":"queue","routing_key":"#"},
+            {"source":"dlx","destination":"jobs","destination_type":"queue","routing_key":"failed"},
+            {"source":"dlx","destination":"other-x","destination_type":"exchange","routing_key":"failed"},
+            {"source":"dlx","destination":"jobs-dlq","destination_type":"queue","routing_key":"again"}
+        ]"##;
+        let cases: [(Option<&str>, Vec<&str>); 3] = [
+            (Some("failed"), vec!["jobs-dlq"]),
+            (Some("nobody-binds-this"), vec!["audit", "jobs-dlq"]),
+            (None, vec!["audit", "jobs-dlq"]),
+        ];
+        for (key, want) in cases {
+            assert_eq!(
+                dead_letter_queues(body, key, "jobs").unwrap(),
+                want,
+                "routing key {key:?}"
+            );
+        }
+        assert!(dead_letter_queues(b"[]", None, "jobs").unwrap().is_empty());
+        let e = dead_letter_queues(b"{}", None, "jobs").unwrap_err();
+        assert_eq!(e.metric_label(), "invalid_response");
     }
 
     #[test]
@@ -689,6 +1013,7 @@ mod tests {
             consumers: Some(5),
             publish_rate: Some(1.5),
             head_message_timestamp: head,
+            ..ManagementQueue::default()
         };
         // (ready, mgmt, in_flight, oldest age seconds, has a note)
         let cases = [
@@ -782,6 +1107,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             link: Mutex::new(None),
             http: HttpClient::new(),
+            bindings: Mutex::new(None),
         };
         let shown = format!("{src:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

@@ -10,6 +10,14 @@
 //! minute: the newest datapoint is used, and one older than `max_staleness`
 //! counts as missing (never as zero), with a note saying so.
 //!
+//! The same `GetQueueAttributes` call reads the queue's settings: its
+//! `VisibilityTimeout` and `RedrivePolicy` (the dead-letter queue's ARN and
+//! `maxReceiveCount`), which the daemon checks against the processing time.
+//! When no `dead_letter_queue_url` is configured, the dead-letter queue is
+//! discovered from the redrive policy: the ARN names the queue and its
+//! account, `GetQueueUrl` resolves it once (again only when the policy
+//! names another queue), and its depth is read after the main call.
+//!
 //! Only the depth call can fail a sample. The dead-letter depth and the
 //! CloudWatch signals are extras: when they fail, the sample still carries
 //! the depth, the extra stays unknown, and a note says why.
@@ -20,7 +28,7 @@
 //! `access_denied`); missing credentials are caught locally.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -90,7 +98,9 @@ pub struct SqsSourceConfig {
     pub max_staleness: Duration,
 
     /// A dead-letter queue whose depth is exported as
-    /// `qscale_dead_letter_messages`; never a scaling signal.
+    /// `qscale_dead_letter_messages` and whose growth is the dead-letter
+    /// arrival rate; never a backlog. Default: discovered from the queue's
+    /// `RedrivePolicy`.
     #[serde(default)]
     pub dead_letter_queue_url: Option<String>,
 }
@@ -210,12 +220,105 @@ impl SourceSpec for SqsSourceConfig {
     }
 }
 
-/// The depth attributes asked for on every poll.
+/// The depth attributes, all a dead-letter queue is asked for.
 const DEPTH_ATTRIBUTES: [QueueAttributeName; 3] = [
     QueueAttributeName::ApproximateNumberOfMessages,
     QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
     QueueAttributeName::ApproximateNumberOfMessagesDelayed,
 ];
+
+/// What the watched queue is asked for on every poll: its depth and the
+/// settings checked against the work.
+const QUEUE_ATTRIBUTES: [QueueAttributeName; 5] = [
+    QueueAttributeName::ApproximateNumberOfMessages,
+    QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+    QueueAttributeName::ApproximateNumberOfMessagesDelayed,
+    QueueAttributeName::VisibilityTimeout,
+    QueueAttributeName::RedrivePolicy,
+];
+
+/// A queue's `RedrivePolicy`: where failed messages go, and after how
+/// many receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedrivePolicy {
+    pub dead_letter_target_arn: String,
+    pub max_receive_count: u32,
+}
+
+impl RedrivePolicy {
+    /// The dead-letter queue's account and name, from its ARN
+    /// (`arn:aws:sqs:<region>:<account>:<name>`).
+    pub fn queue(&self) -> Option<(&str, &str)> {
+        let mut parts = self.dead_letter_target_arn.splitn(6, ':');
+        let (arn, _partition, service) = (parts.next()?, parts.next()?, parts.next()?);
+        let (_region, account, name) = (parts.next()?, parts.next()?, parts.next()?);
+        (arn == "arn" && service == "sqs" && !account.is_empty() && !name.is_empty())
+            .then_some((account, name))
+    }
+}
+
+/// Parse the `RedrivePolicy` attribute, a JSON object whose
+/// `maxReceiveCount` SQS sends as a string and moto as a number.
+pub fn parse_redrive_policy(text: &str) -> Result<RedrivePolicy, String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|_| {
+        format!(
+            "RedrivePolicy {:?} is not JSON",
+            crate::clients::error_text::one_line(text)
+        )
+    })?;
+    let arn = v
+        .get("deadLetterTargetArn")
+        .and_then(serde_json::Value::as_str)
+        .filter(|a| !a.is_empty())
+        .ok_or("RedrivePolicy has no deadLetterTargetArn")?;
+    let count = match v.get("maxReceiveCount") {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    }
+    .and_then(|n| u32::try_from(n).ok())
+    .filter(|n| *n > 0)
+    .ok_or("RedrivePolicy has no maxReceiveCount of 1 or more")?;
+    Ok(RedrivePolicy {
+        dead_letter_target_arn: arn.to_string(),
+        max_receive_count: count,
+    })
+}
+
+/// The queue's settings as `GetQueueAttributes` reports them; what cannot
+/// be read is `None` with a note.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueSettings {
+    pub visibility_timeout: Option<Duration>,
+    pub redrive: Option<RedrivePolicy>,
+    pub notes: Vec<String>,
+}
+
+/// Read the settings attributes. A queue without a redrive policy has no
+/// `RedrivePolicy` attribute (or an empty one); that is not a problem.
+pub fn parse_settings(attrs: Option<&HashMap<QueueAttributeName, String>>) -> QueueSettings {
+    let mut out = QueueSettings::default();
+    let get = |n: &QueueAttributeName| attrs.and_then(|a| a.get(n)).map(|v| v.trim());
+    if let Some(v) = get(&QueueAttributeName::VisibilityTimeout) {
+        match v.parse::<u64>() {
+            Ok(secs) => out.visibility_timeout = Some(Duration::from_secs(secs)),
+            Err(_) => out.notes.push(format!(
+                "VisibilityTimeout {:?} is not a number of seconds; not checked against the work",
+                crate::clients::error_text::one_line(v)
+            )),
+        }
+    }
+    match get(&QueueAttributeName::RedrivePolicy) {
+        None | Some("") | Some("{}") => {}
+        Some(text) => match parse_redrive_policy(text) {
+            Ok(r) => out.redrive = Some(r),
+            Err(e) => out
+                .notes
+                .push(format!("{e}; the dead-letter queue is not discovered")),
+        },
+    }
+    out
+}
 
 /// A queue's message counts as `GetQueueAttributes` reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -351,6 +454,9 @@ pub struct SqsSource {
     name: String,
     account_id: Option<String>,
     dead_letter_url: Option<String>,
+    /// The discovered dead-letter queue: the ARN it was resolved from and
+    /// its URL, so `GetQueueUrl` runs once per redrive target.
+    discovered: Mutex<Option<(String, String)>>,
     cloudwatch: Option<Registration>,
     max_staleness: Duration,
     timeout: Duration,
@@ -403,6 +509,7 @@ impl SqsSource {
             name,
             account_id: cfg.account_id.clone(),
             dead_letter_url: cfg.dead_letter_queue_url.clone(),
+            discovered: Mutex::new(None),
             cloudwatch,
             max_staleness: cfg.max_staleness,
             timeout,
@@ -434,19 +541,90 @@ impl SqsSource {
             .map(String::as_str)
     }
 
-    async fn depth(&self, url: &str) -> Result<Depth, SourceError> {
+    /// The depth of a queue, and its settings when `settings` asks for them.
+    async fn depth(
+        &self,
+        url: &str,
+        settings: bool,
+    ) -> Result<(Depth, QueueSettings), SourceError> {
         let what = format!("SQS GetQueueAttributes for {url}");
+        let names = if settings {
+            QUEUE_ATTRIBUTES.to_vec()
+        } else {
+            DEPTH_ATTRIBUTES.to_vec()
+        };
         let answer = self
             .client
             .get_queue_attributes()
             .queue_url(url)
-            .set_attribute_names(Some(DEPTH_ATTRIBUTES.to_vec()))
+            .set_attribute_names(Some(names))
             .send()
             .await
             .map_err(|e| source_error(&what, classify(&e), self.timeout))?;
-        parse_depth(answer.attributes())
-            .map_err(|e| SourceError::InvalidResponse(format!("{what}: {e}")))
+        let depth = parse_depth(answer.attributes())
+            .map_err(|e| SourceError::InvalidResponse(format!("{what}: {e}")))?;
+        let found = if settings {
+            parse_settings(answer.attributes())
+        } else {
+            QueueSettings::default()
+        };
+        Ok((depth, found))
     }
+
+    /// The URL of the dead-letter queue a redrive policy names, resolved
+    /// with `GetQueueUrl` the first time (and again when the policy changes
+    /// to another queue).
+    async fn discovered_url(&self, redrive: &RedrivePolicy) -> Result<String, SourceError> {
+        let arn = &redrive.dead_letter_target_arn;
+        if let Ok(known) = self.discovered.lock()
+            && let Some((a, url)) = known.as_ref()
+            && a == arn
+        {
+            return Ok(url.clone());
+        }
+        let (account, name) = redrive.queue().ok_or_else(|| {
+            SourceError::InvalidResponse(format!(
+                "RedrivePolicy deadLetterTargetArn {arn:?} is not an SQS queue ARN"
+            ))
+        })?;
+        let what = format!("SQS GetQueueUrl for dead-letter queue {name}");
+        let answer = self
+            .client
+            .get_queue_url()
+            .queue_name(name)
+            .queue_owner_aws_account_id(account)
+            .send()
+            .await
+            .map_err(|e| source_error(&what, classify(&e), self.timeout))?;
+        let url = match answer.queue_url() {
+            Some(u) if !u.is_empty() => u.to_string(),
+            _ => {
+                return Err(SourceError::InvalidResponse(format!(
+                    "{what}: the answer had no QueueUrl"
+                )));
+            }
+        };
+        if let Ok(mut known) = self.discovered.lock() {
+            *known = Some((arn.clone(), url.clone()));
+        }
+        Ok(url)
+    }
+
+    /// The depth of the dead-letter queue the redrive policy names.
+    async fn discovered_depth(&self, redrive: &RedrivePolicy) -> Result<Depth, SourceError> {
+        let url = self.discovered_url(redrive).await?;
+        Ok(self.depth(&url, false).await?.0)
+    }
+}
+
+/// A dead-letter queue's name and how qscale knows it, for /status.
+fn dead_letter_label(url_or_arn: &str, how: &str) -> String {
+    let name = url_or_arn
+        .trim_end_matches('/')
+        .rsplit(['/', ':'])
+        .next()
+        .unwrap_or(url_or_arn);
+    format!("{name} ({how})")
 }
 
 #[async_trait]
@@ -458,10 +636,10 @@ impl QueueSource for SqsSource {
     async fn sample(&self) -> Result<Sample, SourceError> {
         let at = SystemTime::now();
         let deadline = Instant::now() + self.timeout;
-        let main = async { self.depth(self.queue_url().await?).await };
+        let main = async { self.depth(self.queue_url().await?, true).await };
         let dead_letter = async {
             match &self.dead_letter_url {
-                Some(u) => Some(self.depth(u).await),
+                Some(u) => Some(self.depth(u, false).await.map(|(d, _)| d)),
                 None => None,
             }
         };
@@ -476,12 +654,31 @@ impl QueueSource for SqsSource {
             timeout_at(deadline, dead_letter),
             timeout_at(deadline, cloudwatch)
         );
-        let depth = main.map_err(|_| SourceError::Timeout(self.timeout))??;
+        let (depth, settings) = main.map_err(|_| SourceError::Timeout(self.timeout))??;
 
         let mut sample = Sample::empty(at);
         sample.visible = depth.visible;
         sample.in_flight = depth.in_flight;
         sample.delayed = depth.delayed;
+        sample.visibility_timeout = settings.visibility_timeout;
+        sample.max_receive_count = settings.redrive.as_ref().map(|r| r.max_receive_count);
+        sample.notes.extend(settings.notes);
+        // Discovery runs after the main call: the redrive policy names the
+        // queue. What is left of the sample's deadline bounds it.
+        let dead_letter = match (&self.dead_letter_url, &settings.redrive) {
+            (Some(u), _) => {
+                sample.dead_letter_queue = Some(dead_letter_label(u, "configured"));
+                dead_letter
+            }
+            (None, Some(r)) => {
+                sample.dead_letter_queue = Some(dead_letter_label(
+                    &r.dead_letter_target_arn,
+                    "discovered from RedrivePolicy",
+                ));
+                timeout_at(deadline, async { Some(self.discovered_depth(r).await) }).await
+            }
+            (None, None) => Ok(None),
+        };
         match dead_letter {
             Ok(None) => {}
             Ok(Some(Ok(d))) => sample.dead_letter = d.total(),
@@ -635,6 +832,92 @@ mod tests {
                 (got, want) => panic!("{input:?}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn redrive_policy_parsing_table() {
+        let arn = "arn:aws:sqs:us-east-1:123456789012:jobs-dlq";
+        type Want<'a> = Result<(u32, (&'a str, &'a str)), &'a str>;
+        let cases: Vec<(&str, Want)> = vec![
+            (
+                r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:123456789012:jobs-dlq","maxReceiveCount":"5"}"#,
+                Ok((5, ("123456789012", "jobs-dlq"))),
+            ),
+            (
+                r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:123456789012:jobs-dlq","maxReceiveCount":3}"#,
+                Ok((3, ("123456789012", "jobs-dlq"))),
+            ),
+            (r#"{"maxReceiveCount":3}"#, Err("no deadLetterTargetArn")),
+            (
+                r#"{"deadLetterTargetArn":"x","maxReceiveCount":"0"}"#,
+                Err("no maxReceiveCount of 1 or more"),
+            ),
+            (
+                r#"{"deadLetterTargetArn":"x","maxReceiveCount":"lots"}"#,
+                Err("no maxReceiveCount"),
+            ),
+            ("<html>", Err("is not JSON")),
+        ];
+        for (text, want) in cases {
+            match (parse_redrive_policy(text), want) {
+                (Ok(got), Ok((count, queue))) => {
+                    assert_eq!(got.dead_letter_target_arn, arn);
+                    assert_eq!(got.max_receive_count, count);
+                    assert_eq!(got.queue(), Some(queue));
+                }
+                (Err(e), Err(w)) => assert!(e.contains(w), "{e:?} lacks {w:?}"),
+                (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
+            }
+        }
+        let not_sqs = RedrivePolicy {
+            dead_letter_target_arn: "arn:aws:sns:us-east-1:123456789012:topic".into(),
+            max_receive_count: 1,
+        };
+        assert_eq!(not_sqs.queue(), None);
+    }
+
+    #[test]
+    fn queue_settings_are_read_and_a_bad_one_is_a_note_not_an_error() {
+        use QueueAttributeName as A;
+        let good = attrs(&[
+            (A::VisibilityTimeout, "30"),
+            (
+                A::RedrivePolicy,
+                r#"{"deadLetterTargetArn":"arn:aws:sqs:eu-west-1:111122223333:dlq","maxReceiveCount":"4"}"#,
+            ),
+        ]);
+        let s = parse_settings(Some(&good));
+        assert_eq!(s.visibility_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(s.redrive.as_ref().map(|r| r.max_receive_count), Some(4));
+        assert!(s.notes.is_empty(), "{:?}", s.notes);
+
+        let none = attrs(&[(A::VisibilityTimeout, "0"), (A::RedrivePolicy, "")]);
+        let s = parse_settings(Some(&none));
+        assert_eq!(s.visibility_timeout, Some(Duration::ZERO));
+        assert_eq!(s.redrive, None);
+        assert!(s.notes.is_empty(), "{:?}", s.notes);
+
+        let bad = attrs(&[(A::VisibilityTimeout, "soon"), (A::RedrivePolicy, "{")]);
+        let s = parse_settings(Some(&bad));
+        assert_eq!((s.visibility_timeout, s.redrive), (None, None));
+        assert_eq!(s.notes.len(), 2, "{:?}", s.notes);
+        assert!(s.notes[1].contains("dead-letter queue is not discovered"));
+        assert_eq!(parse_settings(None), QueueSettings::default());
+    }
+
+    #[test]
+    fn a_dead_letter_queue_is_shown_by_name_and_how_it_was_found() {
+        assert_eq!(
+            dead_letter_label("arn:aws:sqs:us-east-1:123456789012:jobs-dlq", "discovered"),
+            "jobs-dlq (discovered)"
+        );
+        assert_eq!(
+            dead_letter_label(
+                "https://sqs.us-east-1.amazonaws.com/1/jobs-dlq",
+                "configured"
+            ),
+            "jobs-dlq (configured)"
+        );
     }
 
     #[test]
