@@ -36,6 +36,7 @@ use crate::leader::Leadership;
 use crate::metrics::{Metrics, ScaleDirection, set_or_remove_f64};
 use crate::policy::{Decision, Policy, PolicyState, decide};
 use crate::status::{ActionStatus, ErrorStatus, ScalerStatus, StatusBoard, unix};
+use crate::timeline::{self, Signal};
 
 /// How often a scaler re-checks for other controllers on its target.
 const CONFLICT_CHECK_EVERY: Duration = Duration::from_secs(600);
@@ -577,6 +578,17 @@ impl Scaler {
         let mut warnings_from_sample: Vec<String> =
             sample.as_ref().map(|s| s.notes.clone()).unwrap_or_default();
         let dry_run = self.dry_run();
+        self.rt.status.record_poll(
+            name,
+            &timeline_poll(
+                unix(now_wall),
+                sample.as_ref().ok(),
+                current.as_ref().ok(),
+                decision,
+                action.as_ref(),
+                error.is_some(),
+            ),
+        );
         self.rt.status.update(name, |st| {
             st.last_poll = Some(unix(now_wall));
             st.leader = leader;
@@ -664,6 +676,54 @@ fn on_daemon_clock(clock: &Clock, mut s: Sample) -> Sample {
     s.oldest_age = s.oldest_age.map(|a| clock.to_virtual(a));
     s.arrival_rate = s.arrival_rate.map(|r| r / clock.scale());
     s
+}
+
+/// What a poll adds to the scaler's timeline.
+fn timeline_poll(
+    at: f64,
+    sample: Option<&Sample>,
+    current: Option<&Replicas>,
+    decision: Option<&Decision>,
+    action: Option<&ActionStatus>,
+    error: bool,
+) -> timeline::Poll {
+    // The largest proposal won. The policy compares unrounded proposals, so
+    // on a tie of the rounded counts this names the first signal: either
+    // asked for the same count.
+    let signal = decision.and_then(|d| {
+        d.proposals
+            .iter()
+            .filter_map(|p| p.replicas.map(|r| (r, p.signal)))
+            .reduce(|best, p| if p.0 > best.0 { p } else { best })
+            .and_then(|(_, name)| Signal::from_name(name))
+    });
+    timeline::Poll {
+        at,
+        visible: sample.and_then(|s| s.visible),
+        in_flight: sample.and_then(|s| s.in_flight),
+        backlog: decision.and_then(|d| d.backlog),
+        oldest_age: decision.and_then(|d| d.oldest_age.map(|a| a.as_secs_f64())),
+        oldest_age_estimated: decision.is_some_and(|d| d.oldest_age_estimated),
+        arrival_rate: decision.and_then(|d| d.arrival_rate),
+        desired: decision.map(|d| d.replicas),
+        current: current.map(|c| c.desired),
+        ready: current.and_then(|c| c.ready),
+        signal,
+        error,
+        action: action.map(|a| timeline::Action {
+            from: a.from,
+            to: a.to,
+        }),
+        reason: decision
+            .map(|d| {
+                d.reasons
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default(),
+    }
 }
 
 /// `interval` ± 10 %, so scalers started together drift apart.
