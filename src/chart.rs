@@ -67,6 +67,9 @@ pub struct Chart {
     /// Width and height in pixels.
     pub size: (u32, u32),
     pub panels: Vec<Panel>,
+    /// Legends in the upper left corner instead of the upper right, where
+    /// a chart whose newest data is on the right keeps it uncovered.
+    pub legend_left: bool,
 }
 
 fn err(e: impl std::fmt::Display) -> ChartError {
@@ -171,7 +174,11 @@ pub fn render_svg(chart: &Chart) -> Result<String, ChartError> {
             }
             if legend {
                 plot.configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
+                    .position(if chart.legend_left {
+                        SeriesLabelPosition::UpperLeft
+                    } else {
+                        SeriesLabelPosition::UpperRight
+                    })
                     .background_style(WHITE.mix(0.85))
                     .border_style(BLACK)
                     .draw()
@@ -193,6 +200,7 @@ mod tests {
             x_label: "x".into(),
             x_range: 0.0..10.0,
             size: (400, 300),
+            legend_left: false,
             panels: vec![Panel {
                 title: "backlog".into(),
                 y_label: "messages".into(),

@@ -34,7 +34,7 @@ use crate::contract::{QueueSource, Sample, SourceError};
 use crate::contract::{Replicas, ScaleTarget, TargetError};
 use crate::leader::Leadership;
 use crate::metrics::{Metrics, ScaleDirection, set_or_remove_f64};
-use crate::policy::{Decision, Policy, PolicyState, decide};
+use crate::policy::{Decision, Policy, PolicyState, Reason, Step, decide};
 use crate::status::{ActionStatus, ErrorStatus, ScalerStatus, StatusBoard, unix};
 use crate::timeline::{self, Signal};
 
@@ -690,13 +690,17 @@ fn timeline_poll(
     // The largest proposal won. The policy compares unrounded proposals, so
     // on a tie of the rounded counts this names the first signal: either
     // asked for the same count.
-    let signal = decision.and_then(|d| {
+    let winner = decision.and_then(|d| {
         d.proposals
             .iter()
-            .filter_map(|p| p.replicas.map(|r| (r, p.signal)))
+            .enumerate()
+            .filter_map(|(i, p)| p.replicas.map(|r| (r, i)))
             .reduce(|best, p| if p.0 > best.0 { p } else { best })
-            .and_then(|(_, name)| Signal::from_name(name))
+            .map(|(_, i)| i)
     });
+    let signal = decision
+        .zip(winner)
+        .and_then(|(d, i)| Signal::from_name(d.proposals[i].signal));
     timeline::Poll {
         at,
         visible: sample.and_then(|s| s.visible),
@@ -714,16 +718,27 @@ fn timeline_poll(
             from: a.from,
             to: a.to,
         }),
-        reason: decision
-            .map(|d| {
-                d.reasons
-                    .iter()
-                    .map(|r| r.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
-            .unwrap_or_default(),
+        reason: decision.map(|d| one_line(d, winner)).unwrap_or_default(),
     }
+}
+
+/// A decision's reasons on one short line: the winning signal's reason,
+/// then every step after the signals (tolerance, stabilization, rate
+/// limits, bounds, ...), which is what explains a number that differs from
+/// the signal's. The signals that lost are left to /status.
+fn one_line(d: &Decision, winner: Option<usize>) -> String {
+    // `decide` gives one signal reason per proposal, in the same order.
+    let signal_reasons: Vec<&Reason> = d
+        .reasons
+        .iter()
+        .filter(|r| r.step == Step::Signal)
+        .collect();
+    let won = winner.and_then(|i| signal_reasons.get(i).copied());
+    won.into_iter()
+        .chain(d.reasons.iter().filter(|r| r.step != Step::Signal))
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// `interval` ± 10 %, so scalers started together drift apart.
@@ -874,5 +889,60 @@ impl Daemon {
 async fn futures_join(handles: Vec<JoinHandle<Scaler>>) {
     for h in handles {
         let _ = h.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::contract::Capabilities;
+    use crate::policy::PolicyConfig;
+
+    #[test]
+    fn a_timeline_reason_names_the_winning_signal_and_the_steps_that_changed_its_number() {
+        let cfg: PolicyConfig = toml::from_str(
+            "min_replicas = 1\nmax_replicas = 4\nmessages_per_replica = 10\nmax_message_age = \"30s\"",
+        )
+        .expect("policy");
+        let caps = Capabilities {
+            oldest_age: true,
+            arrival_rate: false,
+            in_flight: false,
+            delayed: false,
+            count_in_flight: false,
+            count_delayed: false,
+        };
+        let policy = Policy::new(&cfg, &caps);
+        let sample = Sample {
+            visible: Some(100),
+            oldest_age: Some(Duration::from_secs(10)),
+            ..Sample::empty(SystemTime::now())
+        };
+        let current = Replicas {
+            desired: 1,
+            ready: Some(1),
+        };
+        let d = decide(
+            &policy,
+            &mut PolicyState::new(),
+            Some(&sample),
+            current,
+            Instant::now(),
+        );
+        let p = timeline_poll(1.0, Some(&sample), Some(&current), Some(&d), None, false);
+        assert_eq!(p.signal, Some(Signal::Backlog));
+        assert_eq!(
+            (p.desired, p.current, p.backlog),
+            (Some(4), Some(1), Some(100))
+        );
+        assert!(p.reason.starts_with("signal: backlog 100"), "{}", p.reason);
+        assert!(p.reason.contains("bounds: "), "{}", p.reason);
+        assert!(
+            !p.reason.contains("oldest message"),
+            "a losing signal is left out: {}",
+            p.reason
+        );
     }
 }

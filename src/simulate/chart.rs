@@ -99,6 +99,7 @@ pub fn render_svg(runs: &[&Run], title: &str, objective: f64) -> Result<String, 
         x_range: 0.0..seconds as f64 / unit,
         size: (1100, 1200),
         panels,
+        legend_left: false,
     })
 }
 

@@ -5,8 +5,9 @@
 //! the age crossed the objective, qscale asked for more, the workers came
 //! up" reads top to bottom. Downsampled minutes draw their maximum backlog
 //! and age (a spike stays visible), the desired count's maximum and the
-//! ready count's minimum (the worst of the minute), at the minute's middle.
-//! Time runs in minutes before the newest poll.
+//! ready count's minimum (the worst of the minute), as a flat step over the
+//! minute, so the coarse past never looks like a smooth trend. Time runs in
+//! minutes before the newest poll.
 
 use crate::chart::{Chart, ChartError, Line, Panel, render_svg as render_chart};
 
@@ -43,13 +44,29 @@ pub fn render_svg(h: &History) -> Result<String, ChartError> {
         .or_else(|| h.points.first().map(|p| p.at))
         .unwrap_or(newest);
     let x = |at: f64| (at - newest) / 60.0;
-    let mid = h.bucket_seconds / 2.0;
-    // One series across buckets then points.
+    // Where each bucket ends: the next bucket's start, or the first poll
+    // kept at full resolution (the newest bucket is partial).
+    let ends: Vec<f64> = h
+        .buckets
+        .iter()
+        .skip(1)
+        .map(|b| b.start)
+        .chain(h.points.first().map(|p| p.at))
+        .chain(std::iter::once(newest))
+        .zip(&h.buckets)
+        .map(|(next, b)| next.min(b.start + h.bucket_seconds))
+        .collect();
+    // One series across buckets then points. A bucket is a flat step over
+    // its minute, not a point a line interpolates from.
     let series = |from_bucket: &dyn Fn(&super::BucketView) -> f64,
                   from_point: &dyn Fn(&super::PointView) -> f64| {
         h.buckets
             .iter()
-            .map(|b| (x(b.start + mid), from_bucket(b)))
+            .zip(&ends)
+            .flat_map(|(b, end)| {
+                let v = from_bucket(b);
+                [(x(b.start), v), (x(*end), v)]
+            })
             .chain(h.points.iter().map(|p| (x(p.at), from_point(p))))
             .collect::<Vec<_>>()
     };
@@ -92,9 +109,11 @@ pub fn render_svg(h: &History) -> Result<String, ChartError> {
     render_chart(&Chart {
         title: format!("qscale: {}", h.scaler),
         x_label: "minutes before the last poll".to_string(),
-        x_range: x(oldest).min(-1.0)..0.0,
+        // At least a second wide: plotters needs a range.
+        x_range: x(oldest).min(-1.0 / 60.0)..0.0,
         size: (900, 720),
         panels,
+        legend_left: true,
     })
 }
 

@@ -42,7 +42,7 @@ pub const BUCKETS: usize = 60;
 /// Changes of the replica count kept at most.
 pub const EVENTS: usize = 16;
 /// A change's reason is cut to this many bytes (at a character boundary).
-pub const REASON_BYTES: usize = 160;
+pub const REASON_BYTES: usize = 256;
 
 /// The signal whose proposal won a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
