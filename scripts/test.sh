@@ -4,7 +4,8 @@
 # Starts the real peers the integration tests talk to (moto for SQS,
 # CloudWatch and ECS; a real kube-apiserver + etcd; see scripts/peers.sh;
 # RabbitMQ, Redis, NATS and PostgreSQL; see scripts/brokers.sh; a real
-# Prometheus, which also brings promtool; see scripts/prometheus.sh),
+# Prometheus, which also brings promtool; see scripts/prometheus.sh; a
+# headless Chromium for the daemon's HTML page; see scripts/chromium.sh),
 # then checks formatting and lints, then runs every test (among them
 # tests/layering.rs, which fails when a module imports a layer above it;
 # see docs/architecture.md), then a short smoke of the control benchmark.
@@ -21,6 +22,9 @@ ensure_brokers
 # shellcheck source=scripts/prometheus.sh
 source scripts/prometheus.sh
 ensure_prometheus
+# shellcheck source=scripts/chromium.sh
+source scripts/chromium.sh
+ensure_chromium
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

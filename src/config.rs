@@ -36,7 +36,7 @@ pub const ENV_PREFIX: &str = "QSCALE";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The HTTP server that serves /metrics, /healthz, /readyz and /status.
+    /// The HTTP server that serves /metrics, /healthz, /readyz, /status, each scaler's history and chart, and the HTML page at /.
     #[serde(default)]
     pub server: ServerConfig,
 

@@ -34,8 +34,11 @@ use crate::contract::{QueueSource, Sample, SourceError};
 use crate::contract::{Replicas, ScaleTarget, TargetError};
 use crate::leader::Leadership;
 use crate::metrics::{Metrics, ScaleDirection, set_or_remove_f64};
-use crate::policy::{Decision, Policy, PolicyState, decide, queue_setting_warnings};
+use crate::policy::{
+    Decision, Policy, PolicyState, Reason, Step, decide, queue_setting_warnings,
+};
 use crate::status::{ActionStatus, ErrorStatus, ScalerStatus, StatusBoard, unix};
+use crate::timeline::{self, Signal};
 
 /// How often a scaler re-checks for other controllers on its target.
 const CONFLICT_CHECK_EVERY: Duration = Duration::from_secs(600);
@@ -638,6 +641,17 @@ impl Scaler {
             self.settings.poll(name, w);
         }
         let dry_run = self.dry_run();
+        self.rt.status.record_poll(
+            name,
+            &timeline_poll(
+                unix(now_wall),
+                sample.as_ref().ok(),
+                current.as_ref().ok(),
+                decision,
+                action.as_ref(),
+                error.is_some(),
+            ),
+        );
         self.rt.status.update(name, |st| {
             st.last_poll = Some(unix(now_wall));
             st.leader = leader;
@@ -732,6 +746,69 @@ fn on_daemon_clock(clock: &Clock, mut s: Sample) -> Sample {
     s.visibility_timeout = s.visibility_timeout.map(|v| clock.to_virtual(v));
     s.arrival_rate = s.arrival_rate.map(|r| r / clock.scale());
     s
+}
+
+/// What a poll adds to the scaler's timeline.
+fn timeline_poll(
+    at: f64,
+    sample: Option<&Sample>,
+    current: Option<&Replicas>,
+    decision: Option<&Decision>,
+    action: Option<&ActionStatus>,
+    error: bool,
+) -> timeline::Poll {
+    // The largest proposal won. The policy compares unrounded proposals, so
+    // on a tie of the rounded counts this names the first signal: either
+    // asked for the same count.
+    let winner = decision.and_then(|d| {
+        d.proposals
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.replicas.map(|r| (r, i)))
+            .reduce(|best, p| if p.0 > best.0 { p } else { best })
+            .map(|(_, i)| i)
+    });
+    let signal = decision
+        .zip(winner)
+        .and_then(|(d, i)| Signal::from_name(d.proposals[i].signal));
+    timeline::Poll {
+        at,
+        visible: sample.and_then(|s| s.visible),
+        in_flight: sample.and_then(|s| s.in_flight),
+        backlog: decision.and_then(|d| d.backlog),
+        oldest_age: decision.and_then(|d| d.oldest_age.map(|a| a.as_secs_f64())),
+        oldest_age_estimated: decision.is_some_and(|d| d.oldest_age_estimated),
+        arrival_rate: decision.and_then(|d| d.arrival_rate),
+        desired: decision.map(|d| d.replicas),
+        current: current.map(|c| c.desired),
+        ready: current.and_then(|c| c.ready),
+        signal,
+        error,
+        action: action.map(|a| timeline::Action {
+            from: a.from,
+            to: a.to,
+        }),
+        reason: decision.map(|d| one_line(d, winner)).unwrap_or_default(),
+    }
+}
+
+/// A decision's reasons on one short line: the winning signal's reason,
+/// then every step after the signals (tolerance, stabilization, rate
+/// limits, bounds, ...), which is what explains a number that differs from
+/// the signal's. The signals that lost are left to /status.
+fn one_line(d: &Decision, winner: Option<usize>) -> String {
+    // `decide` gives one signal reason per proposal, in the same order.
+    let signal_reasons: Vec<&Reason> = d
+        .reasons
+        .iter()
+        .filter(|r| r.step == Step::Signal)
+        .collect();
+    let won = winner.and_then(|i| signal_reasons.get(i).copied());
+    won.into_iter()
+        .chain(d.reasons.iter().filter(|r| r.step != Step::Signal))
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// `interval` ± 10 %, so scalers started together drift apart.
@@ -882,5 +959,60 @@ impl Daemon {
 async fn futures_join(handles: Vec<JoinHandle<Scaler>>) {
     for h in handles {
         let _ = h.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::contract::Capabilities;
+    use crate::policy::PolicyConfig;
+
+    #[test]
+    fn a_timeline_reason_names_the_winning_signal_and_the_steps_that_changed_its_number() {
+        let cfg: PolicyConfig = toml::from_str(
+            "min_replicas = 1\nmax_replicas = 4\nmessages_per_replica = 10\nmax_message_age = \"30s\"",
+        )
+        .expect("policy");
+        let caps = Capabilities {
+            oldest_age: true,
+            arrival_rate: false,
+            in_flight: false,
+            delayed: false,
+            count_in_flight: false,
+            count_delayed: false,
+        };
+        let policy = Policy::new(&cfg, &caps);
+        let sample = Sample {
+            visible: Some(100),
+            oldest_age: Some(Duration::from_secs(10)),
+            ..Sample::empty(SystemTime::now())
+        };
+        let current = Replicas {
+            desired: 1,
+            ready: Some(1),
+        };
+        let d = decide(
+            &policy,
+            &mut PolicyState::new(),
+            Some(&sample),
+            current,
+            Instant::now(),
+        );
+        let p = timeline_poll(1.0, Some(&sample), Some(&current), Some(&d), None, false);
+        assert_eq!(p.signal, Some(Signal::Backlog));
+        assert_eq!(
+            (p.desired, p.current, p.backlog),
+            (Some(4), Some(1), Some(100))
+        );
+        assert!(p.reason.starts_with("signal: backlog 100"), "{}", p.reason);
+        assert!(p.reason.contains("bounds: "), "{}", p.reason);
+        assert!(
+            !p.reason.contains("oldest message"),
+            "a losing signal is left out: {}",
+            p.reason
+        );
     }
 }

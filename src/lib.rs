@@ -16,17 +16,21 @@
 //!    their errors) and [`world`] (the simulated queue and workers, traces,
 //!    the demo world);
 //! 1. [`clients`] (AWS, CloudWatch, Kubernetes, HTTP, secrets: built once
-//!    per process) and [`policy`] (the pure decision, time passed in);
+//!    per process), [`policy`] (the pure decision, time passed in) and
+//!    [`chart`] (stacked-panel SVG charts);
 //! 2. the adapters: [`sources`] and [`targets`], one file per kind;
 //! 3. [`config`] (the file, env overrides, validation), [`metrics`] (every
-//!    Prometheus metric) and [`status`] (what each scaler saw and decided);
+//!    Prometheus metric), [`status`] (what each scaler saw and decided) and
+//!    [`timeline`] (each scaler's bounded recent history and its chart);
 //! 4. the daemon: [`control_loop`] (one task per scaler, reload, shutdown),
 //!    [`leader`] (Lease election and sharding) and [`http`] (/metrics,
-//!    /healthz, /readyz, /status);
+//!    /healthz, /readyz, /status, the timeline's JSON and chart, the HTML
+//!    index page);
 //! 5. the commands: [`run`] (`qscale run`, `qscale once`), [`simulate`]
 //!    (`qscale simulate`: the policy against an HPA baseline on a trace) and
 //!    [`cli`], which `main.rs` calls.
 
+pub mod chart;
 pub mod cli;
 pub mod clients;
 pub mod clock;
@@ -42,6 +46,7 @@ pub mod simulate;
 pub mod sources;
 pub mod status;
 pub mod targets;
+pub mod timeline;
 pub mod validate;
 pub mod world;
 

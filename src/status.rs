@@ -3,6 +3,11 @@
 //! The control loop writes one [`ScalerStatus`] per poll; the HTTP handlers
 //! read them. A plain `RwLock` suffices: a write is a struct copy, a read is
 //! a clone for serialization, and neither ever waits on I/O.
+//!
+//! Each scaler's [`Timeline`] (its recent history) is kept beside its
+//! status, not in it: /status need not clone an hour of history on every
+//! read, and a reload that restarts a scaler (and so resets its status)
+//! keeps its history, as it keeps its policy state.
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
@@ -12,6 +17,7 @@ use serde::Serialize;
 
 use crate::contract::{Replicas, Sample};
 use crate::policy::{Proposal, Reason};
+use crate::timeline::{History, Poll, Timeline};
 
 /// An error a scaler hit, as /status shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -154,10 +160,11 @@ impl ScalerStatus {
     }
 }
 
-/// Every scaler's status, by name.
+/// Every scaler's status and timeline, by name.
 #[derive(Debug, Default)]
 pub struct StatusBoard {
     inner: RwLock<BTreeMap<String, ScalerStatus>>,
+    timelines: RwLock<BTreeMap<String, Timeline>>,
 }
 
 impl StatusBoard {
@@ -184,6 +191,31 @@ impl StatusBoard {
         if let Ok(mut m) = self.inner.write() {
             m.remove(name);
         }
+        if let Ok(mut m) = self.timelines.write() {
+            m.remove(name);
+        }
+    }
+
+    /// Add a poll to a known scaler's timeline (no-op if it is unknown, so
+    /// a poll racing a reload that removed its scaler leaves nothing behind).
+    pub fn record_poll(&self, name: &str, poll: &Poll) {
+        let known = self.inner.read().is_ok_and(|m| m.contains_key(name));
+        if !known {
+            return;
+        }
+        if let Ok(mut m) = self.timelines.write() {
+            m.entry(name.to_string()).or_default().push(poll);
+        }
+    }
+
+    /// A known scaler's history (empty before its first poll).
+    pub fn history(&self, name: &str) -> Option<History> {
+        self.inner.read().ok()?.get(name)?;
+        let m = self.timelines.read().ok()?;
+        Some(match m.get(name) {
+            Some(t) => t.view(name),
+            None => Timeline::new().view(name),
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<ScalerStatus> {
@@ -222,6 +254,23 @@ pub fn unix(t: SystemTime) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timeline_outlives_a_restart_of_its_scaler_but_not_its_removal() {
+        let board = StatusBoard::new();
+        let st = ScalerStatus::new("a", "demo", "demo", Duration::from_secs(1));
+        board.record_poll("a", &Poll::default());
+        assert!(
+            board.history("a").is_none(),
+            "unknown scalers record nothing"
+        );
+        board.put(st.clone());
+        board.record_poll("a", &Poll::default());
+        board.put(st);
+        assert_eq!(board.history("a").map(|h| h.points.len()), Some(1));
+        board.remove("a");
+        assert!(board.history("a").is_none());
+    }
 
     #[test]
     fn a_scaler_is_ready_only_after_a_recent_successful_poll_or_in_fallback() {

@@ -28,6 +28,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
     // Layer 1: process-wide clients; the pure policy.
     m.insert("clients", &["validate", "contract", "clock", "world"]);
     m.insert("policy", BOTTOM);
+    m.insert("chart", &[]);
     // Layer 2: the adapters.
     m.insert("sources", &["validate", "contract", "world", "clients"]);
     m.insert("targets", &["validate", "contract", "world", "clients"]);
@@ -37,7 +38,8 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         &["validate", "contract", "policy", "sources", "targets"],
     );
     m.insert("metrics", &["contract"]);
-    m.insert("status", &["contract", "policy"]);
+    m.insert("status", &["contract", "policy", "timeline"]);
+    m.insert("timeline", &["chart"]);
     // Layer 4: the daemon.
     m.insert(
         "leader",
@@ -47,10 +49,13 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         "control_loop",
         &[
             "validate", "contract", "clock", "clients", "policy", "sources", "targets", "config",
-            "metrics", "status", "leader",
+            "metrics", "status", "timeline", "leader",
         ],
     );
-    m.insert("http", &["contract", "policy", "metrics", "status"]);
+    m.insert(
+        "http",
+        &["contract", "policy", "metrics", "status", "timeline"],
+    );
     // Layer 5: the commands.
     m.insert(
         "run",
@@ -73,7 +78,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
     m.insert(
         "simulate",
         &[
-            "validate", "contract", "world", "policy", "sources", "targets", "config",
+            "validate", "contract", "world", "policy", "sources", "targets", "config", "chart",
         ],
     );
     m.insert(

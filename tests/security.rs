@@ -1,8 +1,8 @@
 //! Security review, as tests: secrets handed to qscale (broker passwords from
-//! the environment, AWS keys) never show in its logs, /status or /metrics,
-//! even at debug level and while every call fails; a password written into
-//! a URL in the config is refused; the HTTP server can bind to localhost
-//! only.
+//! the environment, AWS keys) never show in its logs, /status, the page at
+//! /, a scaler's history or /metrics, even at debug level and while every
+//! call fails; a password written into a URL in the config is refused; the
+//! HTTP server can bind to localhost only.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -130,6 +130,10 @@ messages_per_replica = 10
         }
         seen.push_str(&status);
         seen.push_str(&metrics);
+        // The page at / shows every scaler's last error; the history its reasons.
+        seen.push_str(&get(addr, "/"));
+        seen.push_str(&get(addr, "/status/rabbit/history"));
+        seen.push_str(&get(addr, "/status/sqs/history"));
     }
     assert!(
         seen.contains("\"rabbit\""),
@@ -142,7 +146,14 @@ messages_per_replica = 10
     let _ = child.wait();
     let logs = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
     assert!(logs.contains("rabbit"), "logs were captured");
-    for (what, text) in [("logs", &logs), ("status and metrics", &seen)] {
+    assert!(
+        seen.contains("<tr data-scaler=\"rabbit\">"),
+        "the daemon served its page: {seen:.300}"
+    );
+    for (what, text) in [
+        ("logs", &logs),
+        ("status, page, history and metrics", &seen),
+    ] {
         assert!(
             !text.contains(BROKER_SECRET),
             "the broker password leaked into {what}"

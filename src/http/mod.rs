@@ -1,4 +1,5 @@
-//! The HTTP endpoints: /metrics, /healthz, /readyz, /status.
+//! The HTTP endpoints: /metrics, /healthz, /readyz, /status, each scaler's
+//! history and chart, and an HTML index page.
 //!
 //! - `/metrics`: Prometheus text format (see docs/metrics.md).
 //! - `/healthz`: the process is alive and serving.
@@ -8,6 +9,14 @@
 //!   the reasons of the last decision, last error, fallback and pause state.
 //!   It never contains credentials: sources and targets keep those to
 //!   themselves and only a sample's numbers and notes are shown.
+//! - `/status/<scaler>/history`: JSON, the scaler's recent history (see
+//!   [`crate::timeline`]); `/chart/<scaler>.svg` draws it.
+//! - `/`: an HTML page listing every scaler with its last decision and
+//!   chart ([`page`]).
+//!
+//! Scaler names may contain `/`, so the per-scaler paths are matched as a
+//! whole rather than segment by segment. An unknown scaler is a 404 with a
+//! JSON body `{"error": "..."}`.
 //!
 //! Bind `server.listen = "127.0.0.1:9090"` to keep all of this local.
 
@@ -24,6 +33,9 @@ use serde::Serialize;
 
 use crate::metrics::Metrics;
 use crate::status::{ScalerStatus, StatusBoard};
+use crate::timeline;
+
+pub mod page;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -61,8 +73,10 @@ pub fn router(metrics: Arc<Metrics>, status: Arc<StatusBoard>) -> Router {
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/", get(index))
         .route("/status", get(status_all))
-        .route("/status/{name}", get(status_one))
+        .route("/status/{*path}", get(status_path))
+        .route("/chart/{*file}", get(chart))
         .with_state(AppState { metrics, status })
 }
 
@@ -124,9 +138,51 @@ async fn status_all(State(s): State<AppState>) -> Response {
     axum::Json(body).into_response()
 }
 
-async fn status_one(State(s): State<AppState>, Path(name): Path<String>) -> Response {
-    match s.status.get(&name) {
-        Some(st) => axum::Json(st).into_response(),
-        None => (StatusCode::NOT_FOUND, format!("no scaler named {name:?}\n")).into_response(),
+fn not_found(name: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({ "error": format!("no scaler named {name:?}") })),
+    )
+        .into_response()
+}
+
+/// `/status/<scaler>` or `/status/<scaler>/history`; a scaler named
+/// `x/history` wins over the history of `x`.
+async fn status_path(State(s): State<AppState>, Path(path): Path<String>) -> Response {
+    if let Some(st) = s.status.get(&path) {
+        return axum::Json(st).into_response();
     }
+    if let Some(name) = path.strip_suffix("/history") {
+        return match s.status.history(name) {
+            Some(h) => axum::Json(h).into_response(),
+            None => not_found(name),
+        };
+    }
+    not_found(&path)
+}
+
+async fn chart(State(s): State<AppState>, Path(file): Path<String>) -> Response {
+    let name = file.strip_suffix(".svg").unwrap_or(&file);
+    let Some(history) = s.status.history(name) else {
+        return not_found(name);
+    };
+    match timeline::chart::render_svg(&history) {
+        Ok(svg) => (
+            [
+                (header::CONTENT_TYPE, "image/svg+xml"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            svg,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(scaler = name, error = %e, "chart");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
+        }
+    }
+}
+
+async fn index(State(s): State<AppState>) -> Response {
+    let html = page::index(crate::VERSION, s.metrics.leader.get() == 1, &s.status.all());
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
