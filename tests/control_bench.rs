@@ -112,6 +112,13 @@ impl Controller {
             Controller::KedaHpa => "KEDA+HPA model",
         }
     }
+
+    fn label(self) -> &'static str {
+        match self {
+            Controller::Qscale => "qscale",
+            Controller::KedaHpa => "keda",
+        }
+    }
 }
 
 impl Settings {
@@ -883,6 +890,18 @@ fn report(s: &Settings, c: Controller, run: &Run, times: &[f64], end: f64, ran: 
     let left = run.waiting.lock().unwrap().len();
     let busy = *run.busy_seconds.lock().unwrap();
     let changes = run.changes.lock().unwrap().clone();
+    // QSCALE_BENCH_CHANGES=<prefix> keeps each run's replica changes
+    // (`<prefix>-<controller>.csv`: virtual second, from, to), to set
+    // beside the simulator's when calibrating it.
+    if let Ok(prefix) = std::env::var("QSCALE_BENCH_CHANGES") {
+        let rows: String = changes
+            .iter()
+            .map(|(t, from, to)| format!("{t:.1},{from},{to}\n"))
+            .collect();
+        let path = format!("{prefix}-{}.csv", c.label());
+        std::fs::write(&path, format!("t_seconds,from,to\n{rows}"))
+            .unwrap_or_else(|e| panic!("QSCALE_BENCH_CHANGES {path}: {e}"));
+    }
     let react = reactions(times, &changes);
     let mut lags = run.lags.lock().unwrap().clone();
     lags.sort_by(|a, b| a.total_cmp(b));
