@@ -34,9 +34,7 @@ use crate::contract::{QueueSource, Sample, SourceError};
 use crate::contract::{Replicas, ScaleTarget, TargetError};
 use crate::leader::Leadership;
 use crate::metrics::{Metrics, ScaleDirection, set_or_remove_f64};
-use crate::policy::{
-    Decision, Policy, PolicyState, Reason, Step, decide, queue_setting_warnings,
-};
+use crate::policy::{Decision, Policy, PolicyState, Reason, Step, decide, queue_setting_warnings};
 use crate::status::{ActionStatus, ErrorStatus, ScalerStatus, StatusBoard, unix};
 use crate::timeline::{self, Signal};
 
