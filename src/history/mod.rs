@@ -790,8 +790,20 @@ pub async fn execute(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<History, HistoryError> {
+    execute_with(args, &AwsConfigs::new(), SystemTime::now(), out, err).await
+}
+
+/// [`execute`] with the AWS configs (credentials) and the current time
+/// given, for tests.
+pub async fn execute_with(
+    args: &HistoryArgs,
+    aws: &AwsConfigs,
+    now: SystemTime,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<History, HistoryError> {
     let (plan, common) = plan(args)?;
-    let h = import(&plan, common, &AwsConfigs::new(), SystemTime::now()).await?;
+    let h = import(&plan, common, aws, now).await?;
     for w in &h.warnings {
         let _ = writeln!(err, "warning: {w}");
     }
