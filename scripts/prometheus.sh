@@ -16,8 +16,11 @@
 #
 # Idempotent: the package is installed only when missing, and a server that
 # already answers with this config is left alone. Sourced by scripts/test.sh
-# (ensure_prometheus exports QSCALE_TEST_PROMETHEUS_URL and
-# QSCALE_TEST_PROMETHEUS_TARGETS_DIR), or run: scripts/prometheus.sh {start|stop}
+# (ensure_prometheus exports QSCALE_TEST_PROMETHEUS_URL,
+# QSCALE_TEST_PROMETHEUS_TARGETS_DIR and QSCALE_TEST_PROMETHEUS_DATA_DIR, where
+# tests/history.rs backfills blocks with promtool; the server loads new blocks
+# from its data directory by itself, within about a minute), or run:
+# scripts/prometheus.sh {start|stop}
 
 PROMETHEUS_PORT="${QSCALE_PROMETHEUS_PORT:-19390}"
 PROMETHEUS_RUN="${QSCALE_PROMETHEUS_RUN:-/tmp/qscale-prometheus}"
@@ -114,6 +117,7 @@ ensure_prometheus() {
   prometheus_say "Prometheus: $url answers (promtool $(promtool --version 2>&1 | awk 'NR==1{print $3}'))"
   export QSCALE_TEST_PROMETHEUS_URL="$url"
   export QSCALE_TEST_PROMETHEUS_TARGETS_DIR="$PROMETHEUS_RUN/targets"
+  export QSCALE_TEST_PROMETHEUS_DATA_DIR="$PROMETHEUS_RUN/data"
 }
 
 stop_prometheus() {

@@ -1,5 +1,5 @@
-//! The command-line interface: `check`, `schema`, `run`, `once` (and, as it
-//! lands, `simulate`). This is the binary's edge: `anyhow` stops here.
+//! The command-line interface: `check`, `schema`, `run`, `once`, `simulate`
+//! and `history`. This is the binary's edge: `anyhow` stops here.
 //!
 //! Exit codes are part of the interface: 0 success, 2 for a configuration the
 //! user must fix (every problem listed), 1 for anything else.
@@ -78,6 +78,9 @@ pub enum Command {
     /// Replay a trace of arrivals through a scaler's policy in virtual time
     /// and report message age and cost (optionally against the HPA).
     Simulate(Box<crate::simulate::SimulateArgs>),
+    /// Write a trace CSV of the arrivals a queue saw, read from CloudWatch
+    /// or Prometheus, for `qscale simulate --trace`.
+    History(Box<crate::history::HistoryArgs>),
 }
 
 /// Log output format.
@@ -232,6 +235,27 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Simulate(args) => simulate(&args),
+        Command::History(args) => history(&args),
+    }
+}
+
+/// `qscale history`: exit 0, 2 for a config file to fix, 1 for anything
+/// else, always as one line.
+fn history(args: &crate::history::HistoryArgs) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr();
+    match runtime()?.block_on(crate::history::execute(args, &mut out, &mut err)) {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(crate::history::HistoryError::Config(e)) => {
+            for l in e.lines() {
+                eprintln!("error: {l}");
+            }
+            Ok(ExitCode::from(EXIT_INVALID_CONFIG))
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(1))
+        }
     }
 }
 

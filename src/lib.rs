@@ -37,6 +37,7 @@ pub mod clock;
 pub mod config;
 pub mod contract;
 pub mod control_loop;
+pub mod history;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -82,6 +82,12 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ],
     );
     m.insert(
+        "history",
+        &[
+            "validate", "contract", "world", "clients", "sources", "config",
+        ],
+    );
+    m.insert(
         "cli",
         &[
             "validate",
@@ -99,6 +105,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
             "http",
             "run",
             "simulate",
+            "history",
         ],
     );
     m

@@ -17,6 +17,9 @@
 //! refresh runs in its own task, so a caller that gives up at its own
 //! deadline does not cancel it for the others.
 //!
+//! `qscale history` reads the same metrics over days instead of minutes
+//! ([`metric_range`]): one queue, a window of a day per call, every page.
+//!
 //! The planning of queries and the reading of results are pure functions
 //! ([`plan_calls`], [`merge_series`]) tested with tables; only
 //! [`CloudWatchReader`] touches the network.
@@ -403,21 +406,41 @@ async fn fetch_call(
     end: SystemTime,
 ) -> Result<Vec<Series>, SourceError> {
     let queries: Vec<MetricDataQuery> = plan.iter().map(sdk_query).collect();
+    get_metric_data(
+        &inner.client,
+        &queries,
+        (start, end),
+        ScanBy::TimestampDescending,
+        inner.timeout,
+        &inner.calls,
+    )
+    .await
+}
+
+/// GetMetricData for `queries` over `range`, every page of it (following
+/// `NextToken`, at most [`MAX_PAGES`]); each page adds one to `calls`.
+async fn get_metric_data(
+    client: &aws_sdk_cloudwatch::Client,
+    queries: &[MetricDataQuery],
+    (start, end): (SystemTime, SystemTime),
+    scan_by: ScanBy,
+    timeout: Duration,
+    calls: &AtomicU64,
+) -> Result<Vec<Series>, SourceError> {
     let mut series = Vec::new();
     let mut token: Option<String> = None;
     for _page in 0..MAX_PAGES {
-        inner.calls.fetch_add(1, Ordering::Relaxed);
-        let answer = inner
-            .client
+        calls.fetch_add(1, Ordering::Relaxed);
+        let answer = client
             .get_metric_data()
-            .set_metric_data_queries(Some(queries.clone()))
+            .set_metric_data_queries(Some(queries.to_vec()))
             .start_time(DateTime::from(start))
             .end_time(DateTime::from(end))
-            .scan_by(ScanBy::TimestampDescending)
+            .scan_by(scan_by.clone())
             .set_next_token(token.clone())
             .send()
             .await
-            .map_err(|e| source_error("CloudWatch GetMetricData", classify(&e), inner.timeout))?;
+            .map_err(|e| source_error("CloudWatch GetMetricData", classify(&e), timeout))?;
         series.extend(answer.metric_data_results().iter().map(|r| {
             Series {
                 id: r.id().unwrap_or_default().to_string(),
@@ -445,27 +468,121 @@ async fn fetch_call(
 }
 
 fn sdk_query(q: &PlannedQuery) -> MetricDataQuery {
+    queue_query(&q.id, &q.queue, q.metric.name(), q.metric.stat())
+}
+
+/// A per-minute query of one `AWS/SQS` metric of one queue.
+fn queue_query(id: &str, queue: &str, metric_name: &str, stat: &str) -> MetricDataQuery {
     let metric = Metric::builder()
         .namespace(NAMESPACE)
-        .metric_name(q.metric.name())
-        .dimensions(
-            Dimension::builder()
-                .name("QueueName")
-                .value(&q.queue)
-                .build(),
-        )
+        .metric_name(metric_name)
+        .dimensions(Dimension::builder().name("QueueName").value(queue).build())
         .build();
     MetricDataQuery::builder()
-        .id(&q.id)
+        .id(id)
         .metric_stat(
             MetricStat::builder()
                 .metric(metric)
                 .period(PERIOD.as_secs() as i32)
-                .stat(q.metric.stat())
+                .stat(stat)
                 .build(),
         )
         .return_data(true)
         .build()
+}
+
+/// One `AWS/SQS` metric of a queue, asked over a range of time: what the
+/// history import reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeMetric {
+    /// The CloudWatch metric name, e.g. `NumberOfMessagesSent`.
+    pub name: &'static str,
+    /// The statistic per minute, e.g. `Sum`.
+    pub stat: &'static str,
+}
+
+/// The longest window one history call asks for. CloudWatch answers at
+/// most 100,800 datapoints per call (and pages past that), and moto
+/// compares every period with every stored datapoint of the window, so a
+/// day per call keeps both cheap: 1,440 datapoints per metric.
+pub const RANGE_CALL_WINDOW: Duration = Duration::from_secs(86_400);
+
+/// Every per-minute datapoint of `metrics` for `queue` from `start`
+/// (inclusive) to `end` (exclusive), both whole minutes: one list per
+/// metric, in the order asked, oldest first, one datapoint per minute at
+/// most. The range is read in windows of [`RANGE_CALL_WINDOW`], each
+/// following `NextToken`; every call is bounded by `timeout`. Datapoints a
+/// peer got wrong (invalid times, non-finite values, outside the range) are
+/// dropped, never fatal. Returns the datapoints and the number of calls made.
+pub async fn metric_range(
+    sdk: &SdkConfig,
+    queue: &str,
+    metrics: &[RangeMetric],
+    (start, end): (SystemTime, SystemTime),
+    timeout: Duration,
+) -> Result<(Vec<Vec<Datapoint>>, u64), SourceError> {
+    let client = aws_sdk_cloudwatch::Client::new(sdk);
+    let queries: Vec<MetricDataQuery> = metrics
+        .iter()
+        .enumerate()
+        .map(|(i, m)| queue_query(&format!("m{i}"), queue, m.name, m.stat))
+        .collect();
+    let calls = AtomicU64::new(0);
+    let mut found: Vec<BTreeMap<SystemTime, f64>> = vec![BTreeMap::new(); metrics.len()];
+    let mut from = start;
+    while from < end {
+        let to = (from + RANGE_CALL_WINDOW).min(end);
+        let series = get_metric_data(
+            &client,
+            &queries,
+            (from, to),
+            ScanBy::TimestampAscending,
+            timeout,
+            &calls,
+        )
+        .await?;
+        merge_range(&series, (start, end), &mut found);
+        from = to;
+    }
+    let points = found
+        .into_iter()
+        .map(|m| {
+            m.into_iter()
+                .map(|(at, value)| Datapoint { at, value })
+                .collect()
+        })
+        .collect();
+    Ok((points, calls.load(Ordering::Relaxed)))
+}
+
+/// Fold the series of a range call (ids `m<i>`) into `found[i]`, keyed by
+/// time, keeping only valid datapoints inside `range`.
+pub fn merge_range(
+    series: &[Series],
+    (start, end): (SystemTime, SystemTime),
+    found: &mut [BTreeMap<SystemTime, f64>],
+) {
+    for s in series {
+        let Some(slot) =
+            s.id.strip_prefix('m')
+                .and_then(|i| i.parse::<usize>().ok())
+                .and_then(|i| found.get_mut(i))
+        else {
+            continue;
+        };
+        if s.timestamps.len() != s.values.len() {
+            continue;
+        }
+        for (t, v) in s.timestamps.iter().zip(&s.values) {
+            if let Some(t) = *t
+                && v.is_finite()
+                && t >= start
+                && t < end
+            {
+                slot.insert(t, *v);
+            }
+        }
+    }
 }
 
 /// A reader's identity: region and custom endpoint.
@@ -688,6 +805,34 @@ mod tests {
         assert_eq!(out["q2"].oldest_age, dp(60, 12.0));
         assert_eq!(out["q1"].sent, dp(60, 30.0));
         assert!(!out.contains_key("q0"));
+    }
+
+    #[test]
+    fn range_results_are_kept_per_metric_inside_the_range_and_bad_points_dropped() {
+        let mut found = vec![BTreeMap::new(), BTreeMap::new()];
+        merge_range(
+            &[
+                series("m0", &[(t(60), 1.0), (t(120), 2.0), (t(600), 9.0)]),
+                series("m1", &[(None, 4.0), (t(60), f64::NAN), (t(180), 5.0)]),
+                series("m0", &[(t(120), 2.0), (t(0), 7.0)]),
+                series("m7", &[(t(60), 1.0)]),
+                series("zz", &[(t(60), 1.0)]),
+            ],
+            (
+                UNIX_EPOCH + Duration::from_secs(60),
+                UNIX_EPOCH + Duration::from_secs(600),
+            ),
+            &mut found,
+        );
+        let secs = |m: &BTreeMap<SystemTime, f64>| -> Vec<(u64, f64)> {
+            m.iter()
+                .map(|(t, v)| (t.duration_since(UNIX_EPOCH).unwrap().as_secs(), *v))
+                .collect()
+        };
+        // 600 is the exclusive end, 0 before the start; the repeated 120
+        // (the same minute on two pages) is kept once.
+        assert_eq!(secs(&found[0]), vec![(60, 1.0), (120, 2.0)]);
+        assert_eq!(secs(&found[1]), vec![(180, 5.0)]);
     }
 
     #[test]

@@ -112,6 +112,56 @@ impl PrometheusSourceConfig {
         let q: String = percent_encoding::utf8_percent_encode(query, QUERY_VALUE).to_string();
         format!("{}/api/v1/query?query={q}", self.url.trim_end_matches('/'))
     }
+
+    /// The range-query URL for `query` evaluated every `step_seconds` from
+    /// `start` to `end` (Unix seconds, both inclusive, as Prometheus reads
+    /// them).
+    pub fn query_range_url(&self, query: &str, start: u64, end: u64, step_seconds: u64) -> String {
+        let q: String = percent_encoding::utf8_percent_encode(query, QUERY_VALUE).to_string();
+        format!(
+            "{}/api/v1/query_range?query={q}&start={start}&end={end}&step={step_seconds}",
+            self.url.trim_end_matches('/')
+        )
+    }
+
+    /// The headers every request carries: the bearer token or basic
+    /// authentication (secrets read now, so a rotated one is picked up)
+    /// and the tenant.
+    pub fn request_headers(&self) -> Result<Vec<(HeaderName, HeaderValue)>, SourceError> {
+        let mut h = Vec::new();
+        if let Some(token) =
+            secret::resolve_from_process(self.token_env.as_deref(), self.token_file.as_ref())?
+        {
+            h.push((
+                AUTHORIZATION,
+                http_client::bearer_auth(token.expose().trim())?,
+            ));
+        }
+        if let (Some(user), Some(pw)) = (&self.username, self.credentials().password()?) {
+            h.push((AUTHORIZATION, http_client::basic_auth(user, pw.expose())?));
+        }
+        if let Some(t) = &self.tenant {
+            let v = HeaderValue::from_str(t)
+                .map_err(|_| SourceError::Config("tenant contains invalid characters".into()))?;
+            h.push((HeaderName::from_static("x-scope-orgid"), v));
+        }
+        Ok(h)
+    }
+}
+
+/// The `errorType` and `error` of a Prometheus API answer that reports an
+/// error (`"status": "error"`), `None` for any other answer.
+pub fn api_error(v: &serde_json::Value) -> Option<(String, String)> {
+    if v.get("status").and_then(serde_json::Value::as_str) != Some("error") {
+        return None;
+    }
+    let field = |name: &str, default: &str| {
+        v.get(name)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or(default)
+            .to_string()
+    };
+    Some((field("errorType", "unknown"), field("error", "no message")))
 }
 
 #[async_trait]
@@ -216,16 +266,9 @@ pub fn parse_query_response(resp: &HttpResponse, query: &str) -> Result<Option<f
     };
     let status = v.get("status").and_then(serde_json::Value::as_str);
     if status == Some("error") || !(200..300).contains(&resp.status) {
-        let kind = v
-            .get("errorType")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or("unknown");
-        let msg = v
-            .get("error")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or("no message");
+        let (kind, msg) = api_error(&v).unwrap_or_else(|| ("unknown".into(), "no message".into()));
         let text = format!("query {query:?}: Prometheus answered {kind}: {msg}");
-        return Err(match (resp.status, kind) {
+        return Err(match (resp.status, kind.as_str()) {
             (401 | 403, _) => SourceError::AccessDenied(text),
             (_, "timeout") => SourceError::Unavailable(text),
             (_, "unavailable" | "internal" | "canceled") => SourceError::Unavailable(text),
@@ -312,28 +355,6 @@ impl PrometheusSource {
         }
     }
 
-    fn headers(&self) -> Result<Vec<(HeaderName, HeaderValue)>, SourceError> {
-        let mut h = Vec::new();
-        if let Some(token) = secret::resolve_from_process(
-            self.cfg.token_env.as_deref(),
-            self.cfg.token_file.as_ref(),
-        )? {
-            h.push((
-                AUTHORIZATION,
-                http_client::bearer_auth(token.expose().trim())?,
-            ));
-        }
-        if let (Some(user), Some(pw)) = (&self.cfg.username, self.cfg.credentials().password()?) {
-            h.push((AUTHORIZATION, http_client::basic_auth(user, pw.expose())?));
-        }
-        if let Some(t) = &self.cfg.tenant {
-            let v = HeaderValue::from_str(t)
-                .map_err(|_| SourceError::Config("tenant contains invalid characters".into()))?;
-            h.push((HeaderName::from_static("x-scope-orgid"), v));
-        }
-        Ok(h)
-    }
-
     async fn value(
         &self,
         query: &str,
@@ -373,7 +394,7 @@ impl QueueSource for PrometheusSource {
 
     async fn sample(&self) -> Result<Sample, SourceError> {
         let at = SystemTime::now();
-        let h = self.headers()?;
+        let h = self.cfg.request_headers()?;
         let (visible, in_flight, age, rate) = tokio::try_join!(
             self.value(&self.cfg.query, &h),
             self.optional(self.cfg.in_flight_query.as_ref(), &h),
