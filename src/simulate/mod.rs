@@ -272,7 +272,11 @@ impl Autoscaler for Hpa {
 /// Replay the scenario with `scaler` setting the replicas; `name` labels
 /// the run.
 pub fn run(scenario: &Scenario, scaler: &mut dyn Autoscaler, name: &str) -> Run {
-    let mut model = Model::new(scenario.workers, scenario.initial_replicas);
+    // The first replicas start with the run, as a Deployment created with
+    // the trace does (and the end-to-end benchmark's): not ready until
+    // their start-up delay has passed.
+    let mut model = Model::new(scenario.workers, 0);
+    model.set_replicas(scenario.initial_replicas);
     let mut rec = Recorder::new(scenario.objective, scenario.seconds as usize);
     for t in 0..scenario.seconds {
         // The scaler looks at the start of second `t`; that second's
