@@ -32,17 +32,18 @@ use std::collections::VecDeque;
 use serde::Serialize;
 
 /// How far back polls are kept one by one.
-pub const FULL_WINDOW: f64 = 600.0;
+pub const FULL_WINDOW: f64 = 300.0;
 /// Polls kept one by one at most.
-pub const FULL_POINTS: usize = 120;
+pub const FULL_POINTS: usize = 60;
 /// Width of a downsampled bucket, seconds.
 pub const BUCKET: f64 = 60.0;
-/// Buckets kept at most (an hour of them, before the full-resolution ten minutes).
-pub const BUCKETS: usize = 60;
+/// Buckets kept at most (half an hour of them, before the full-resolution
+/// five minutes).
+pub const BUCKETS: usize = 30;
 /// Changes of the replica count kept at most.
-pub const EVENTS: usize = 16;
+pub const EVENTS: usize = 8;
 /// A change's reason is cut to this many bytes (at a character boundary).
-pub const REASON_BYTES: usize = 256;
+pub const REASON_BYTES: usize = 192;
 
 /// The signal whose proposal won a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

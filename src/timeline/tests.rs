@@ -65,7 +65,7 @@ fn a_day_of_one_second_polls_stays_within_the_point_and_byte_bounds() {
         Timeline::max_bytes()
     );
     assert!(
-        Timeline::max_bytes() <= 16 * 1024,
+        Timeline::max_bytes() <= 8 * 1024,
         "a timeline may hold {} bytes",
         Timeline::max_bytes()
     );
