@@ -11,13 +11,14 @@
 //! paging loop runs here only to its first page; the import's windows of a
 //! day per call are exercised.
 //!
-//! The Prometheus test backfills a counter over three hours with
+//! The Prometheus test backfills a counter over an hour with
 //! `promtool tsdb create-blocks-from openmetrics` into the server's data
 //! directory; the server picks new blocks up by itself (it reloads its
 //! blocks about once a minute), so the test waits for the series to
-//! answer. The data ends minutes before now: the test server keeps 2 h
-//! past its newest block, and a block more than that older than another is
-//! deleted.
+//! answer. The data ends minutes before now and spans one hour: the test
+//! server keeps 2 h of data (`--storage.tsdb.retention.time=2h`), and a
+//! backfilled 2 h block that ends more than that before now is deleted as
+//! soon as it is loaded (three hours lost their first block that way).
 
 mod common;
 #[path = "support/moto.rs"]
@@ -440,15 +441,15 @@ async fn a_backfilled_prometheus_counter_imports_as_its_increments_and_errors_ar
     let password = dir.path().join("password");
     std::fs::write(&password, PROM_PASSWORD).expect("password file");
 
-    // Three hours of a counter, sampled every 15 s, ending 10 minutes ago;
+    // An hour of a counter, sampled every 15 s, ending 5 minutes ago;
     // within each minute it grows evenly, by that minute's count.
     let metric = common::unique("qscale_history_backfill").replace('-', "_") + "_total";
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock")
         .as_secs();
-    let minutes = 180u64;
-    let start = (now / MINUTE) * MINUTE - 10 * MINUTE - minutes * MINUTE;
+    let minutes = 60u64;
+    let start = (now / MINUTE) * MINUTE - 5 * MINUTE - minutes * MINUTE;
     let counts: Vec<u64> = (0..minutes).map(|m| (m * 37 + m * m) % 61).collect();
     let mut om =
         format!("# HELP {metric} Backfilled by tests/history.rs.\n# TYPE {metric} counter\n");
@@ -517,7 +518,7 @@ async fn a_backfilled_prometheus_counter_imports_as_its_increments_and_errors_ar
         "{} vs {want_total}",
         h.trace.total()
     );
-    assert_eq!(h.calls, 1, "3 h of 1-minute steps fit one query");
+    assert_eq!(h.calls, 1, "an hour of 1-minute steps fits one query");
 
     let range = || common(start, start + minutes * MINUTE);
     // A PromQL error shows Prometheus' own message.
