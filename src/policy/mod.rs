@@ -151,6 +151,9 @@ pub struct PolicyState {
     consecutive_failures: u32,
     last_active: Option<Instant>,
     dead_letters: dead_letter::DeadLetterRate,
+    /// Since when a step down has been waiting for the stabilized count to
+    /// settle (`None` while not waiting).
+    settling_since: Option<Instant>,
 }
 
 impl PolicyState {
@@ -825,14 +828,25 @@ fn with_sample(
     // stabilized count is still falling fast (old highs leaving the window
     // after a burst), wait for it to settle and take one step instead of a
     // staircase held a cooldown at each stair.
+    // It waits at most one down-window (a load that keeps falling fast is
+    // followed anyway), and a fall counts as fast only beyond twice the
+    // tolerance and never below 20 %, so a tolerance of 0 cannot hold a
+    // slow decline forever.
+    let mut settling = false;
     if desired < cur && !policy.scale_down.cooldown.is_zero() {
         let latest = state.history.latest_recommendation().unwrap_or(desired);
+        let fast = (2.0 * policy.tolerance).max(0.2);
+        let waited = state
+            .settling_since
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         if let Some(ahead) =
             state
                 .history
                 .down_recommendation_at(now + SETTLE_LOOKAHEAD, latest, &policy.scale_down)
-            && f64::from(ahead) < f64::from(desired) * (1.0 - 2.0 * policy.tolerance)
+            && f64::from(ahead) < f64::from(desired) * (1.0 - fast)
+            && waited < policy.scale_down.stabilization
         {
+            settling = true;
             reasons.push(Reason {
                 step: Step::Stabilization,
                 message: format!(
@@ -844,6 +858,11 @@ fn with_sample(
             desired = cur;
         }
     }
+    state.settling_since = if settling {
+        state.settling_since.or(Some(now))
+    } else {
+        None
+    };
 
     // 5. Cooldowns and rate limits.
     let cooldown = match desired.cmp(&cur) {

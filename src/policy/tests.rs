@@ -460,6 +460,53 @@ fn a_step_down_waits_for_a_falling_recommendation_to_settle() {
 }
 
 #[test]
+fn a_step_down_waits_for_a_settling_count_at_most_one_down_window() {
+    // A load that keeps falling by 10 % every poll: the down-window's high
+    // will always be falling fast, and a step down must still come.
+    let p = policy(|c| {
+        c.tolerance = 0.0;
+        c.scale_down.stabilization = Some(s(30));
+        c.scale_down.cooldown = Some(s(60));
+    });
+    let t0 = Instant::now();
+    let mut st = PolicyState::new();
+    let mut count = 100;
+    let mut first_wait = None;
+    let mut first_step = None;
+    for k in 0..60u64 {
+        let t = 5 * k;
+        let visible = (2000.0 * 0.9f64.powi(k as i32)).round() as u64;
+        let d = decide(
+            &p,
+            &mut st,
+            Some(&sample(visible, 0)),
+            cur(count),
+            t0 + s(t),
+        );
+        if first_wait.is_none()
+            && d.reasons
+                .iter()
+                .any(|r| r.message.starts_with("still falling"))
+        {
+            first_wait = Some(t);
+        }
+        if d.replicas != count {
+            st.record_scale(count, d.replicas, t0 + s(t));
+            count = d.replicas;
+            first_step.get_or_insert(t);
+        }
+    }
+    let (wait, step) = (
+        first_wait.expect("it waited"),
+        first_step.expect("it stepped"),
+    );
+    assert!(
+        step <= wait + 30,
+        "waited from {wait} s, stepped at {step} s"
+    );
+}
+
+#[test]
 fn the_age_budget_caps_the_backlog_signal_far_from_the_objective() {
     let budget = |on: bool| {
         policy(move |c| {
