@@ -34,9 +34,7 @@ use crate::contract::{QueueSource, Sample, SourceError};
 use crate::contract::{Replicas, ScaleTarget, TargetError};
 use crate::leader::Leadership;
 use crate::metrics::{Metrics, ScaleDirection, set_or_remove_f64};
-use crate::policy::{
-    Decision, Policy, PolicyState, Reason, Step, decide, queue_setting_warnings,
-};
+use crate::policy::{Decision, Policy, PolicyState, Reason, Step, decide, queue_setting_warnings};
 use crate::status::{ActionStatus, ErrorStatus, ScalerStatus, StatusBoard, unix};
 use crate::timeline::{self, Signal};
 
@@ -360,7 +358,11 @@ impl Scaler {
                 }
                 Some(d)
             }
-            Err(_) => None,
+            Err(_) => {
+                let now = clock.now().into_std();
+                self.state.lock().await.record_blind_poll(now);
+                None
+            }
         };
         Prepared {
             sample,
@@ -681,6 +683,7 @@ impl Scaler {
                 st.fallback_active = d.fallback_active;
             }
             st.consecutive_failures = consecutive;
+            st.last_poll_decided = decision.is_some();
             if let Some(a) = action {
                 st.last_action = Some(a);
             }
