@@ -358,7 +358,11 @@ impl Scaler {
                 }
                 Some(d)
             }
-            Err(_) => None,
+            Err(_) => {
+                let now = clock.now().into_std();
+                self.state.lock().await.record_blind_poll(now);
+                None
+            }
         };
         Prepared {
             sample,
@@ -679,6 +683,7 @@ impl Scaler {
                 st.fallback_active = d.fallback_active;
             }
             st.consecutive_failures = consecutive;
+            st.last_poll_decided = decision.is_some();
             if let Some(a) = action {
                 st.last_action = Some(a);
             }

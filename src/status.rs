@@ -87,6 +87,11 @@ pub struct ScalerStatus {
     pub last_success_mono: Option<Instant>,
     #[serde(skip)]
     pub poll_interval: Duration,
+    /// The last poll read the target and decided. A fallback only makes a
+    /// scaler ready while it can act: with the target unreadable it is as
+    /// blind as any other failing scaler, whatever the last decision said.
+    #[serde(skip)]
+    pub last_poll_decided: bool,
 }
 
 impl ScalerStatus {
@@ -125,13 +130,15 @@ impl ScalerStatus {
             started: Some(Instant::now()),
             last_success_mono: None,
             poll_interval,
+            last_poll_decided: false,
         }
     }
 
     /// Ready when a poll succeeded within three poll intervals, or when the
-    /// scaler is in its fallback (a state it explains in /status).
+    /// scaler is in its fallback (a state it explains in /status) and its
+    /// last poll could still read the target.
     pub fn ready(&self, now: Instant) -> Result<(), String> {
-        if self.fallback_active {
+        if self.fallback_active && self.last_poll_decided {
             return Ok(());
         }
         let limit = self.poll_interval * 3;
@@ -282,6 +289,10 @@ mod tests {
         let err = s.ready(now + Duration::from_secs(31)).unwrap_err();
         assert!(err.contains("last successful poll 31s ago"), "{err}");
         s.fallback_active = true;
+        s.last_poll_decided = true;
         assert!(s.ready(now + Duration::from_secs(300)).is_ok());
+        // A fallback that can no longer read its target acts on nothing.
+        s.last_poll_decided = false;
+        assert!(s.ready(now + Duration::from_secs(300)).is_err());
     }
 }

@@ -50,6 +50,8 @@ struct RecordingTarget {
     paused: Mutex<bool>,
     /// How long a write takes.
     write_delay: Mutex<Duration>,
+    /// Reads fail (the API server is away).
+    fail_reads: Mutex<bool>,
 }
 
 #[async_trait]
@@ -58,6 +60,9 @@ impl ScaleTarget for RecordingTarget {
         "kubernetes"
     }
     async fn current(&self) -> Result<Replicas, TargetError> {
+        if *self.fail_reads.lock().unwrap() {
+            return Err(TargetError::Unavailable("connection refused".into()));
+        }
         let n = *self.replicas.lock().unwrap();
         Ok(Replicas::new(n, Some(n)))
     }
@@ -259,6 +264,35 @@ async fn a_failing_source_holds_replicas_and_is_reported() {
     assert!(rt.metrics.render().contains(
         "qscale_source_errors_total{error=\"unavailable\",scaler=\"a\",source=\"sqs\"} 5"
     ));
+}
+
+#[tokio::test]
+async fn a_fallback_is_ready_only_while_it_can_read_its_target() {
+    let rt = Runtime::new(Clients::new(), false);
+    let (_, cfg) = scaler_config("a", "");
+    let src = source(0);
+    *src.fail.lock().unwrap() = true;
+    let tgt = target(7);
+    let mut s = scaler(cfg, &rt, src, tgt.clone());
+    for _ in 0..3 {
+        let p = s.prepare().await;
+        s.finish(p).await;
+    }
+    let later = std::time::Instant::now() + Duration::from_secs(60);
+    assert!(
+        rt.status.readiness(later).is_ok(),
+        "holding in its fallback"
+    );
+
+    // Now the target is away too: the fallback can do nothing.
+    *tgt.fail_reads.lock().unwrap() = true;
+    let p = s.prepare().await;
+    s.finish(p).await;
+    let problems = rt.status.readiness(later).unwrap_err();
+    assert!(
+        problems[0].starts_with("a: no successful poll yet"),
+        "{problems:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

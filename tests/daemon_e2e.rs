@@ -5,122 +5,19 @@
 //! apply or are rejected; a scaler whose endpoint is down does not stop the
 //! others; SIGTERM exits 0 quickly.
 
+#[path = "support/daemon.rs"]
+mod daemon;
 #[path = "support/kube.rs"]
 mod kube_support;
 #[path = "support/moto.rs"]
 mod moto;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use daemon::{Daemon, free_port, get, wait_until};
 use kube_support::Kube;
-
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A minimal HTTP/1.0 GET, so the test depends on no HTTP client crate.
-fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
-}
-
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Daemon {
-    fn start(config: &Path, addr: SocketAddr) -> Daemon {
-        let child = Command::new(env!("CARGO_BIN_EXE_qscale"))
-            .args(["run", "--config", config.to_str().expect("utf-8 path")])
-            .env("KUBECONFIG", kube_support::admin_kubeconfig_path())
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", moto::REGION)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start qscale run");
-        let d = Daemon { child, addr };
-        let start = Instant::now();
-        while get(addr, "/healthz").is_none() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "qscale did not serve /healthz"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        d
-    }
-
-    fn metrics(&self) -> String {
-        get(self.addr, "/metrics")
-            .map(|(_, b)| b)
-            .unwrap_or_default()
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let (_, body) = get(self.addr, "/status").expect("/status answers");
-        serde_json::from_str(&body).expect("/status is JSON")
-    }
-
-    fn scaler(&self, name: &str) -> serde_json::Value {
-        self.status()["scalers"]
-            .as_array()
-            .and_then(|a| a.iter().find(|s| s["name"] == name).cloned())
-            .unwrap_or(serde_json::Value::Null)
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "kill -{sig}");
-    }
-
-    /// SIGTERM and wait; returns the exit code and how long it took.
-    fn terminate(mut self) -> (Option<i32>, Duration) {
-        let t = Instant::now();
-        self.signal("TERM");
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return (st.code(), t.elapsed());
-            }
-            if t.elapsed() > Duration::from_secs(15) {
-                let _ = self.child.kill();
-                return (None, t.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
 
 fn scaler_toml(
     name: &str,
@@ -172,14 +69,6 @@ async fn wait_replicas(k: &Kube, ns: &str, name: &str, want: i32, limit: Duratio
     }
 }
 
-fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn backlog_scales_a_real_deployment_up_and_down_and_the_daemon_explains_it() {
     let moto_url = moto::require().await;
@@ -210,8 +99,9 @@ async fn backlog_scales_a_real_deployment_up_and_down_and_the_daemon_explains_it
     let good = scaler_toml("e2e", &moto_url, &queue_url, &ns, deploy, 20);
     std::fs::write(&cfg_path, format!("{header}{good}{dead}")).expect("write config");
 
-    let daemon = Daemon::start(
+    let mut daemon = Daemon::start(
         &cfg_path,
+        &kube_support::admin_kubeconfig_path(),
         format!("127.0.0.1:{port}").parse().expect("addr"),
     );
 
@@ -323,8 +213,9 @@ async fn reload_applies_a_valid_config_and_rejects_an_invalid_one() {
         ),
     )
     .expect("write");
-    let daemon = Daemon::start(
+    let mut daemon = Daemon::start(
         &cfg_path,
+        &kube_support::admin_kubeconfig_path(),
         format!("127.0.0.1:{port}").parse().expect("addr"),
     );
     // 100 messages want 5, but max_replicas is 3.

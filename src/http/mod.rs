@@ -4,7 +4,8 @@
 //! - `/metrics`: Prometheus text format (see docs/metrics.md).
 //! - `/healthz`: the process is alive and serving.
 //! - `/readyz`: every scaler completed a poll within three poll intervals,
-//!   or is in its fallback (a state /status explains); 503 lists the rest.
+//!   or is in its fallback (a state /status explains) and could still read
+//!   its target; 503 lists the rest.
 //! - `/status`: JSON per scaler: last sample, current and desired replicas,
 //!   the reasons of the last decision, last error, fallback and pause state.
 //!   It never contains credentials: sources and targets keep those to

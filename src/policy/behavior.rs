@@ -44,6 +44,13 @@ pub(crate) struct History {
     /// never scales down before a full window of evidence (the HPA, with an
     /// empty history after a restart, would).
     seed: Option<(Instant, u32)>,
+    /// The count qscale held at its latest blind poll (no sample, or no
+    /// target to read). Like the seed, it acts as a down-window
+    /// recommendation, so the first samples after an outage can raise the
+    /// count but lower it only once a full window of them agrees: a queue
+    /// that comes back empty (a recreated queue, a lost region) is one
+    /// sample, not evidence.
+    held: Option<(Instant, u32)>,
 }
 
 impl History {
@@ -74,6 +81,11 @@ impl History {
         }
     }
 
+    /// Remember that qscale was blind at `now` and held `current`.
+    pub fn hold(&mut self, now: Instant, current: u32) {
+        self.held = Some((now, current));
+    }
+
     /// Stabilize `desired` against the windows and record it.
     pub fn stabilize(
         &mut self,
@@ -88,6 +100,11 @@ impl History {
         let (seeded_at, seeded) = *self.seed.get_or_insert((now, current));
         if within(seeded_at, now, down.stabilization) {
             down_rec = down_rec.max(seeded);
+        }
+        if let Some((held_at, held)) = self.held
+            && within(held_at, now, down.stabilization)
+        {
+            down_rec = down_rec.max(held);
         }
         for &(at, rec) in &self.recommendations {
             if within(at, now, up.stabilization) {
@@ -181,8 +198,11 @@ impl History {
         }
         let seeded = self
             .seed
+            .into_iter()
+            .chain(self.held)
             .filter(|(at, _)| within(*at, later, down.stabilization))
-            .map(|(_, n)| n);
+            .map(|(_, n)| n)
+            .max();
         let kept = self
             .recommendations
             .iter()

@@ -154,6 +154,9 @@ pub struct PolicyState {
     /// Since when a step down has been waiting for the stabilized count to
     /// settle (`None` while not waiting).
     settling_since: Option<Instant>,
+    /// The target's count at the last decision, held while the target
+    /// cannot be read.
+    last_current: Option<u32>,
 }
 
 impl PolicyState {
@@ -165,6 +168,16 @@ impl PolicyState {
     /// the rate limits. Call after a successful write.
     pub fn record_scale(&mut self, from: u32, to: u32, at: Instant) {
         self.history.record_event(at, from, to);
+    }
+
+    /// Record a poll that could not decide because the target could not be
+    /// read: the count of the last decision then stands in the down-window
+    /// like a held count, so the first decision after the target returns
+    /// cannot scale down on a single sample.
+    pub fn record_blind_poll(&mut self, now: Instant) {
+        if let Some(n) = self.last_current {
+            self.history.hold(now, n);
+        }
     }
 
     /// Consecutive failed or stale samples so far.
@@ -277,6 +290,7 @@ pub fn decide(
         state.last_active = Some(now);
     }
     let cur = current.desired;
+    state.last_current = Some(cur);
     let mut reasons = Vec::new();
     let mut proposals = Vec::new();
     let mut est = Estimates::default();
@@ -288,6 +302,7 @@ pub fn decide(
     let unbounded = match sample {
         None => {
             state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+            state.history.hold(now, cur);
             reasons.push(Reason {
                 step: Step::MissingData,
                 message: format!("no sample; holding at {cur}"),

@@ -336,6 +336,58 @@ fn scale_down_waits_for_the_stabilization_window() {
     );
 }
 
+#[test]
+fn after_an_outage_the_first_samples_scale_up_but_down_only_after_a_full_window() {
+    let p = policy(|c| c.scale_down.stabilization = Some(s(60)));
+    let t0 = Instant::now();
+    let mut st = PolicyState::new();
+    assert_eq!(
+        decide(&p, &mut st, Some(&sample(200, 0)), cur(10), t0).replicas,
+        10
+    );
+    // Blind for longer than the window: the 10 recorded at t0 has left it.
+    for t in 1..=100 {
+        decide(&p, &mut st, None, cur(10), t0 + s(t));
+    }
+    // The queue comes back empty (recreated): one sample is not evidence.
+    for t in [101, 130, 159] {
+        let d = decide(&p, &mut st, Some(&sample(20, 0)), cur(10), t0 + s(t));
+        assert_eq!(d.replicas, 10, "t={t}: {:?}", d.reasons);
+        assert!(steps(&d).contains(&Step::Stabilization), "t={t}");
+    }
+    assert_eq!(
+        decide(&p, &mut st, Some(&sample(20, 0)), cur(10), t0 + s(160)).replicas,
+        1,
+        "a full window of good samples after the last blind poll"
+    );
+
+    // A backlog that grew while qscale was blind is answered at once.
+    let mut st = PolicyState::new();
+    decide(&p, &mut st, Some(&sample(200, 0)), cur(10), t0);
+    for t in 1..=100 {
+        decide(&p, &mut st, None, cur(10), t0 + s(t));
+    }
+    let d = decide(&p, &mut st, Some(&sample(400, 0)), cur(10), t0 + s(101));
+    assert!(d.replicas > 10, "{:?}", d.reasons);
+}
+
+#[test]
+fn a_poll_that_cannot_read_the_target_holds_the_last_count_in_the_down_window() {
+    let p = policy(|c| c.scale_down.stabilization = Some(s(60)));
+    let t0 = Instant::now();
+    let mut st = PolicyState::new();
+    decide(&p, &mut st, Some(&sample(200, 0)), cur(10), t0);
+    for t in 1..=100 {
+        st.record_blind_poll(t0 + s(t));
+    }
+    let d = decide(&p, &mut st, Some(&sample(20, 0)), cur(10), t0 + s(101));
+    assert_eq!(d.replicas, 10, "{:?}", d.reasons);
+    assert_eq!(
+        decide(&p, &mut st, Some(&sample(20, 0)), cur(10), t0 + s(160)).replicas,
+        1
+    );
+}
+
 // ---- 5. rate limits ---------------------------------------------------------------
 
 #[test]

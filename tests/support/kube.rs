@@ -337,3 +337,139 @@ pub fn target_config(ns: &str, name: &str, resource: &str) -> KubernetesTargetCo
         dry_run: false,
     }
 }
+
+/// A kube-apiserver of the test's own, which the test may kill and start
+/// again: a second instance of the server that `scripts/kube-env.sh` runs,
+/// with the same etcd, certificates and token file (Kubernetes runs several
+/// apiservers on one etcd in every HA cluster), on another port. Restarting
+/// it is a real apiserver restart for whoever talks to it, while the shared
+/// instance stays up for the test's own observations and for other tests.
+///
+/// Its command line is the shared instance's (read from
+/// `<run dir>/kube-apiserver.pid`, the run dir being the admin kubeconfig's
+/// directory) with `--secure-port` changed, so the flags live in one place.
+pub struct OwnApiServer {
+    pub port: u16,
+    args: Vec<String>,
+    child: Option<std::process::Child>,
+    log: std::path::PathBuf,
+    /// A kubeconfig like the admin one, pointed at this instance.
+    pub kubeconfig: std::path::PathBuf,
+}
+
+impl OwnApiServer {
+    /// Start on `port` and wait until its /readyz answers 200; its kubeconfig
+    /// and log go into `dir`.
+    pub async fn start(port: u16, dir: &std::path::Path) -> OwnApiServer {
+        let admin = admin_kubeconfig_path();
+        let run = std::path::Path::new(&admin)
+            .parent()
+            .unwrap_or_else(|| std::path::Path::new("/"))
+            .to_path_buf();
+        let pid_file = run.join("kube-apiserver.pid");
+        let how = "start it with `scripts/kube-env.sh start` and point \
+                   QSCALE_TEST_KUBECONFIG at its kubeconfig";
+        let pid = std::fs::read_to_string(&pid_file)
+            .unwrap_or_else(|e| panic!("cannot read {} ({e}); {how}", pid_file.display()));
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid.trim())).unwrap_or_else(|e| {
+            panic!(
+                "the kube-apiserver of {} is not running ({e}); {how}",
+                run.display()
+            )
+        });
+        let mut args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let at = args
+            .iter()
+            .position(|a| a == "--secure-port")
+            .unwrap_or_else(|| {
+                panic!(
+                    "no --secure-port in the command line of {}",
+                    pid_file.display()
+                )
+            });
+        let old_port = args.get(at + 1).cloned().unwrap_or_default();
+        if let Some(p) = args.get_mut(at + 1) {
+            *p = port.to_string();
+        }
+
+        let text = std::fs::read_to_string(&admin).expect("admin kubeconfig");
+        let old = format!("https://127.0.0.1:{old_port}");
+        assert!(text.contains(&old), "{admin} does not name {old}");
+        let kubeconfig = dir.join("own-apiserver.kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            text.replace(&old, &format!("https://127.0.0.1:{port}")),
+        )
+        .expect("write kubeconfig");
+        let mut s = OwnApiServer {
+            port,
+            args,
+            child: None,
+            log: dir.join("own-apiserver.log"),
+            kubeconfig,
+        };
+        s.restart().await;
+        s
+    }
+
+    /// Kill it (SIGKILL: connections drop mid-request) and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it (again) on the same port; wait until /readyz answers 200.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open the apiserver's log");
+        let child = std::process::Command::new(&self.args[0])
+            .args(&self.args[1..])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("apiserver log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {} ({e})", self.args[0]));
+        self.child = Some(child);
+        let config = config_from(self.kubeconfig.to_str().expect("utf-8 path")).await;
+        let client = kube::Client::try_from(config).expect("client for the own apiserver");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                panic!("the own kube-apiserver exited with {st}: {tail:?}");
+            }
+            let req = http::Request::get("/readyz").body(Vec::new()).unwrap();
+            let probe = tokio::time::timeout(Duration::from_secs(2), client.request_text(req));
+            if let Ok(Ok(body)) = probe.await
+                && body.trim() == "ok"
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the own kube-apiserver on port {} was not ready within 60s",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for OwnApiServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

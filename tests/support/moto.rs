@@ -202,3 +202,125 @@ pub async fn put_sqs_metric(
         .await
         .unwrap_or_else(|e| panic!("put {metric} for {queue}: {e:?}"));
 }
+
+/// A moto server of the test's own, on a port of its own, that the test may
+/// kill and start again (the shared one on `QSCALE_TEST_MOTO_URL` serves
+/// every other test and must stay up). moto keeps its state in memory, so a
+/// restarted server has no queues: the test creates them again.
+///
+/// The binary is `moto_server` from `PATH` (installed by `scripts/peers.sh`),
+/// or `QSCALE_TEST_MOTO_SERVER`.
+pub struct MotoProcess {
+    pub port: u16,
+    child: Option<std::process::Child>,
+    log: std::path::PathBuf,
+}
+
+impl MotoProcess {
+    /// Start on `port` and wait until it answers; its output goes to `log`.
+    pub async fn start(port: u16, log: &std::path::Path) -> MotoProcess {
+        let mut m = MotoProcess {
+            port,
+            child: None,
+            log: log.to_path_buf(),
+        };
+        m.restart().await;
+        m
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Kill it (SIGKILL: no goodbye to open connections) and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it (again) on the same port and wait until it answers.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let bin =
+            std::env::var("QSCALE_TEST_MOTO_SERVER").unwrap_or_else(|_| "moto_server".to_string());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open moto's log");
+        let child = std::process::Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("moto log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {bin} ({e}); install it with `scripts/peers.sh start` \
+                     (moto[server]=={}) or set QSCALE_TEST_MOTO_SERVER",
+                    "5.2.5"
+                )
+            });
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let addr = format!("127.0.0.1:{}", self.port);
+        loop {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                panic!(
+                    "{bin} exited with {st}: {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{bin} did not listen on {addr} within 30s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for MotoProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Send `n` messages in batches of ten (one call per ten messages), so a
+/// test can fill a queue in one step.
+pub async fn send_batch(sqs: &aws_sdk_sqs::Client, queue_url: &str, n: usize) {
+    use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+    let mut sent = 0;
+    while sent < n {
+        let k = (n - sent).min(10);
+        let entries: Vec<SendMessageBatchRequestEntry> = (0..k)
+            .map(|i| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(format!("m{i}"))
+                    .message_body(format!("message {}", sent + i))
+                    .build()
+                    .expect("a batch entry")
+            })
+            .collect();
+        let out = sqs
+            .send_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("send a batch to {queue_url}: {e:?}"));
+        assert!(
+            out.failed().is_empty(),
+            "moto refused part of a batch: {:?}",
+            out.failed()
+        );
+        sent += k;
+    }
+}
