@@ -412,14 +412,14 @@ impl<'a> Memo<'a> {
 /// others at the best so far, keep the best, go on to the next knob; repeat
 /// for up to [`MAX_ROUNDS`] rounds or until a round changes nothing. Ties
 /// keep the earlier point, so the result depends only on the inputs.
-/// `stop` is asked after each candidate (with the count so far) and ends the
-/// search early when it says so.
+/// `stop` is asked after each candidate (with the count so far and the best
+/// point and its metrics) and ends the search early when it says so.
 pub fn search(
     space: &Space,
     start: &[f64],
     goal: &Goal,
     memo: &mut Memo<'_>,
-    stop: &mut dyn FnMut(usize, &Metrics) -> bool,
+    stop: &mut dyn FnMut(usize, &[f64], &Metrics) -> bool,
 ) -> Found {
     let mut best: Point = start.to_vec();
     let mut best_m = memo.get(&best);
@@ -440,7 +440,7 @@ pub fn search(
                     best_m = m;
                     improved = true;
                 }
-                if stop(memo.len(), &best_m) {
+                if stop(memo.len(), &best, &best_m) {
                     return Found {
                         best,
                         metrics: best_m,
@@ -495,6 +495,7 @@ pub struct Tuned {
     pub candidates: usize,
     pub rounds: usize,
     pub stopped_early: bool,
+    /// Wall time of the baseline, the search and the runs after it.
     pub search_seconds: f64,
     #[serde(skip)]
     runs: Vec<Run>,
@@ -588,6 +589,10 @@ pub fn tune(
         resolution: Duration::from_secs(1),
     };
     let mut scenario = scenario_for(&start, trace, duration, &sim_args)?;
+    // The budget covers the whole command: the baseline, the search and
+    // the runs after it.
+    let started = Instant::now();
+    let budget = Duration::from_secs(args.budget_seconds);
     let hpa_run = run(
         &scenario,
         &mut Hpa::new(hpa_params_for(&start, None)?),
@@ -614,8 +619,7 @@ pub fn tune(
     // explicit (so the default poll interval is written into it).
     let base = scaler_at(&start, &space, &origin);
 
-    let started = Instant::now();
-    let budget = Duration::from_secs(args.budget_seconds);
+    let chart_runs = if args.chart.is_some() { 2 } else { 0 };
     let mut eval = |p: &[f64]| {
         simulate_at(
             &mut scenario,
@@ -626,11 +630,20 @@ pub fn tune(
         .metrics
     };
     let mut memo = Memo::new(&mut eval);
-    let found = search(&space, &origin, &goal, &mut memo, &mut |n, best| {
-        progress(n, best);
-        started.elapsed() >= budget
+    let search_started = Instant::now();
+    let found = search(&space, &origin, &goal, &mut memo, &mut |n, best, best_m| {
+        progress(n, best_m);
+        // Stop while there is still time for the runs after the search:
+        // one per changed knob (it put back) and the chart's two.
+        let per_run = search_started.elapsed() / n.max(1) as u32;
+        let changed = best
+            .iter()
+            .zip(&origin)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        let after = per_run * (changed + chart_runs) as u32;
+        started.elapsed() + after >= budget
     });
-    let search_seconds = started.elapsed().as_secs_f64();
     let current_m = memo.get(&origin);
     if !goal.met_by(&found.metrics) {
         return Err(TuneError::Infeasible {
@@ -664,17 +677,33 @@ pub fn tune(
     }
     let candidates = memo.len();
     drop(memo);
-    let runs = vec![
-        simulate_at(&mut scenario, &base, default_poll, "current"),
-        simulate_at(
-            &mut scenario,
-            &scaler_at(&base, &space, &found.best),
-            default_poll,
-            "proposal",
-        ),
-        hpa_run,
-    ];
+    // Only the chart needs the runs' series: without it the table is
+    // drawn from the metrics the search already has.
+    let runs = if args.chart.is_some() {
+        vec![
+            simulate_at(&mut scenario, &base, default_poll, "current"),
+            simulate_at(
+                &mut scenario,
+                &scaler_at(&base, &space, &found.best),
+                default_poll,
+                "proposal",
+            ),
+            hpa_run,
+        ]
+    } else {
+        let bare = |name: &str, metrics: &Metrics| Run {
+            name: name.to_string(),
+            metrics: metrics.clone(),
+            series: report::Series::default(),
+        };
+        vec![
+            bare("current", &current_m),
+            bare("proposal", &found.metrics),
+            hpa_run,
+        ]
+    };
     let pairs: Vec<(Knob, f64)> = changes.iter().map(|c| (c.knob, c.to)).collect();
+    let search_seconds = started.elapsed().as_secs_f64();
     Ok(Tuned {
         scaler: start.name.clone(),
         trace: scenario.trace.label.clone(),
@@ -852,7 +881,9 @@ mod tests {
             metrics(rs as u64, 0, if p[1] == 5.0 { 20 } else { 3 })
         };
         let mut memo = Memo::new(&mut eval);
-        let found = search(&space(), &[0.3, 5.0], &GOAL, &mut memo, &mut |_, _| false);
+        let found = search(&space(), &[0.3, 5.0], &GOAL, &mut memo, &mut |_, _, _| {
+            false
+        });
         assert_eq!(found.best, vec![0.1, 15.0]);
         assert_eq!(found.metrics.replica_seconds, 1000);
         assert!(!found.stopped_early);
@@ -868,7 +899,9 @@ mod tests {
     fn the_search_is_deterministic_and_keeps_the_earlier_point_on_ties() {
         let mut eval = |_: &[f64]| metrics(100, 0, 1);
         let mut memo = Memo::new(&mut eval);
-        let a = search(&space(), &[0.2, 15.0], &GOAL, &mut memo, &mut |_, _| false);
+        let a = search(&space(), &[0.2, 15.0], &GOAL, &mut memo, &mut |_, _, _| {
+            false
+        });
         assert_eq!(a.best, vec![0.2, 15.0], "a tie never moves the start");
         assert_eq!(a.rounds, 1);
     }
@@ -877,7 +910,9 @@ mod tests {
     fn the_budget_stops_the_search_with_the_best_so_far() {
         let mut eval = |p: &[f64]| metrics((p[0] * 100.0) as u64 + p[1] as u64, 0, 0);
         let mut memo = Memo::new(&mut eval);
-        let found = search(&space(), &[0.3, 30.0], &GOAL, &mut memo, &mut |n, _| n >= 3);
+        let found = search(&space(), &[0.3, 30.0], &GOAL, &mut memo, &mut |n, _, _| {
+            n >= 3
+        });
         assert!(found.stopped_early);
         assert_eq!(found.evaluated, 3);
         assert_eq!(found.best, vec![0.0, 30.0]);
@@ -887,7 +922,9 @@ mod tests {
     fn an_unreachable_goal_returns_the_point_closest_to_it() {
         let mut eval = |p: &[f64]| metrics(10, (p[1] / 5.0) as u64, 0);
         let mut memo = Memo::new(&mut eval);
-        let found = search(&space(), &[0.0, 30.0], &GOAL, &mut memo, &mut |_, _| false);
+        let found = search(&space(), &[0.0, 30.0], &GOAL, &mut memo, &mut |_, _, _| {
+            false
+        });
         assert!(!GOAL.met_by(&found.metrics));
         assert_eq!(found.best[1], 5.0);
         assert_eq!(found.metrics.seconds_over_objective, 1);
