@@ -633,15 +633,16 @@ pub fn tune(
     let search_started = Instant::now();
     let found = search(&space, &origin, &goal, &mut memo, &mut |n, best, best_m| {
         progress(n, best_m);
-        // Stop while there is still time for the runs after the search:
-        // one per changed knob (it put back) and the chart's two.
+        // Stop while there is still time for the next candidate and the
+        // runs after the search: one per changed knob (it put back) and the
+        // chart's two. A run cannot be interrupted, so this is an estimate.
         let per_run = search_started.elapsed() / n.max(1) as u32;
         let changed = best
             .iter()
             .zip(&origin)
             .filter(|(a, b)| a.to_bits() != b.to_bits())
             .count();
-        let after = per_run * (changed + chart_runs) as u32;
+        let after = per_run * (1 + changed + chart_runs) as u32;
         started.elapsed() + after >= budget
     });
     let current_m = memo.get(&origin);
