@@ -366,3 +366,33 @@ fn bad_input_gives_the_documented_exit_codes() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("max_replicas"), "{err}");
 }
+
+#[test]
+fn the_current_column_is_what_simulate_shows_for_the_unchanged_config() {
+    // The search re-expresses the start with every knob explicit (defaults
+    // written out, the [defaults] poll interval on the scaler); that must be
+    // the same policy.
+    for (config, trace) in [
+        ("config/simulate-example.toml", "traces/burst.csv"),
+        ("config/out-of-the-box.toml", "traces/diurnal-30m.csv"),
+    ] {
+        let common = [
+            "--config",
+            config,
+            "--trace",
+            trace,
+            "--seconds-per-message",
+            "1",
+            "--output",
+            "json",
+        ];
+        let (code, tuned, err) = qscale(&[&["tune"], &common[..]].concat());
+        assert_eq!(code, 0, "{err}");
+        let (code, simulated, err) =
+            qscale(&[&["simulate", "--compare", "hpa"], &common[..]].concat());
+        assert_eq!(code, 0, "{err}");
+        let (tuned, simulated) = (json(&tuned), json(&simulated));
+        assert_eq!(tuned["current"], simulated["qscale"], "{config}");
+        assert_eq!(tuned["hpa"], simulated["hpa"], "{config}");
+    }
+}
