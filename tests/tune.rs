@@ -396,3 +396,31 @@ fn the_current_column_is_what_simulate_shows_for_the_unchanged_config() {
         assert_eq!(tuned["hpa"], simulated["hpa"], "{config}");
     }
 }
+
+#[test]
+fn a_terminal_gets_a_progress_line_that_is_cleared_at_the_end() {
+    // `script` (util-linux) gives the command a pseudo-terminal; stdout goes
+    // to a file so only stderr's progress reaches the terminal.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.json");
+    let cmd = format!(
+        "{} tune --config config/out-of-the-box.toml --trace traces/diurnal.csv --duration 3h \
+         --seconds-per-message 0.5 --output json > {}",
+        env!("CARGO_BIN_EXE_qscale"),
+        out.display()
+    );
+    let run = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(repo())
+        .output()
+        .expect("run script (util-linux)");
+    assert!(run.status.success(), "{run:?}");
+    let tty = String::from_utf8_lossy(&run.stdout);
+    assert!(tty.starts_with("\rtune: "), "{tty:?}");
+    assert!(tty.contains(" policies simulated, best "), "{tty:?}");
+    // The last thing on the terminal blanks the line and returns to its
+    // start, so the shell prompt is not left after a stale count.
+    assert!(tty.ends_with(&format!("\r{:70}\r", "")), "{tty:?}");
+    // The report itself is untouched by the progress line.
+    json(&std::fs::read_to_string(&out).expect("report"));
+}
