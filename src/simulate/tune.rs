@@ -779,10 +779,12 @@ pub fn text_report(t: &Tuned) -> String {
 /// only when it is a terminal.
 pub fn execute(args: &TuneArgs, out: &mut dyn Write) -> Result<(), TuneError> {
     let terminal = std::io::stderr().is_terminal();
-    let mut last = Instant::now();
+    // The first candidate is shown at once, then at most five lines a
+    // second: a terminal redraws, it need not see every candidate.
+    let mut last: Option<Instant> = None;
     let mut progress = |n: usize, best: &Metrics| {
-        if terminal && last.elapsed() >= Duration::from_millis(200) {
-            last = Instant::now();
+        if terminal && last.is_none_or(|l| l.elapsed() >= Duration::from_millis(200)) {
+            last = Some(Instant::now());
             eprint!(
                 "\rtune: {n} policies simulated, best {} replica-seconds, {} s over   ",
                 best.replica_seconds, best.seconds_over_objective
