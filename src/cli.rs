@@ -1,5 +1,5 @@
-//! The command-line interface: `check`, `schema`, `run`, `once`, `simulate`
-//! and `history`. This is the binary's edge: `anyhow` stops here.
+//! The command-line interface: `check`, `schema`, `run`, `once`, `simulate`,
+//! `tune` and `history`. This is the binary's edge: `anyhow` stops here.
 //!
 //! Exit codes are part of the interface: 0 success, 2 for a configuration the
 //! user must fix (every problem listed), 1 for anything else.
@@ -78,6 +78,10 @@ pub enum Command {
     /// Replay a trace of arrivals through a scaler's policy in virtual time
     /// and report message age and cost (optionally against the HPA).
     Simulate(Box<crate::simulate::SimulateArgs>),
+    /// Search a scaler's policy knobs for the cheapest policy that keeps its
+    /// age objective on a trace, within an action budget; print it as TOML
+    /// with a table against the current policy and the HPA.
+    Tune(Box<crate::simulate::tune::TuneArgs>),
     /// Write a trace CSV of the arrivals a queue saw, read from CloudWatch
     /// or Prometheus, for `qscale simulate --trace`.
     History(Box<crate::history::HistoryArgs>),
@@ -235,6 +239,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Simulate(args) => simulate(&args),
+        Command::Tune(args) => tune(&args),
         Command::History(args) => history(&args),
     }
 }
@@ -271,6 +276,26 @@ fn simulate(args: &crate::simulate::SimulateArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(EXIT_INVALID_CONFIG))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// `qscale tune`: exit 0, 2 for a config to fix (every problem listed),
+/// 1 for anything else (including no policy meeting the objective), always
+/// as one line.
+fn tune(args: &crate::simulate::tune::TuneArgs) -> anyhow::Result<ExitCode> {
+    use crate::simulate::{SimulateError, tune::TuneError};
+    match crate::simulate::tune::execute(args, &mut std::io::stdout().lock()) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(TuneError::Simulate(SimulateError::Config(e))) => {
+            for l in e.lines() {
+                eprintln!("error: {l}");
+            }
+            Ok(ExitCode::from(EXIT_INVALID_CONFIG))
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(1))
+        }
     }
 }
 

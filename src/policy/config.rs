@@ -120,10 +120,13 @@ pub struct PolicyConfig {
 fn default_min_replicas() -> u32 {
     1
 }
-fn default_scale_down_cooldown() -> Duration {
+/// The scale-down cooldown when `scale_down.cooldown` is not set (`qscale
+/// tune` starts its search from it).
+pub fn default_scale_down_cooldown() -> Duration {
     Duration::from_secs(60)
 }
-fn default_scale_down_stabilization() -> Duration {
+/// The scale-down stabilization when `scale_down.stabilization` is not set.
+pub fn default_scale_down_stabilization() -> Duration {
     Duration::from_secs(30)
 }
 fn default_tolerance() -> f64 {

@@ -34,7 +34,7 @@ pub use config::DeadLetterConfig;
 pub use config::{
     Behavior, BehaviorConfig, Fallback, FallbackAction, FallbackConfig, LimitAmount,
     MAX_REPLICAS_LIMIT, Policy, PolicyConfig, RateLimit, RateLimitConfig, SelectPolicy, Throughput,
-    ThroughputConfig,
+    ThroughputConfig, default_scale_down_cooldown, default_scale_down_stabilization,
 };
 pub use queue_settings::{SettingWarning, queue_setting_warnings};
 

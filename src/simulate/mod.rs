@@ -11,7 +11,9 @@
 //!
 //! `--compare hpa` runs the same trace through an independent
 //! implementation of the HPA algorithm with KEDA's defaults ([`hpa`]), and
-//! [`report`] and [`chart`] print both side by side.
+//! [`report`] and [`chart`] print both side by side. [`tune`] (`qscale
+//! tune`) searches a scaler's knobs for the cheapest policy that keeps its
+//! age objective on a trace, replaying each candidate here.
 //!
 //! The trace, the model and the demo world live in [`crate::world`]; this
 //! module is the command around them.
@@ -19,6 +21,7 @@
 pub mod chart;
 pub mod hpa;
 pub mod report;
+pub mod tune;
 
 use std::io::Write;
 use std::path::PathBuf;
