@@ -37,6 +37,11 @@ if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
     cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
 fi
 
+# libfuzzer-sys compiles libFuzzer itself, which is C++.
+if ! command -v c++ >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++
+fi
+
 flags=(--sanitizer none --dev)
 
 echo "== cargo fuzz build (${targets})"
