@@ -13,7 +13,7 @@
 //! | `h`  | Prometheus `/api/v1/query_range` (history), same layout        |
 //! | `n`  | NATS JetStream `CONSUMER.INFO` JSON                            |
 //! | `x`  | Redis RESP reply to `XINFO GROUPS` / `XRANGE`                  |
-//! | `g`  | PostgreSQL `numeric` in binary wire format                     |
+//! | `g`  | PostgreSQL `numeric` in binary wire format, then as a sample   |
 //! | `k`  | Kubernetes API server: Scale, HPA/ScaledObject lists, Status   |
 //! | `u`  | a URL to redact before it is logged                            |
 //!
@@ -152,7 +152,11 @@ fn prometheus_query(body: &[u8]) {
         Ok(Some(v)) => {
             // NaN and infinities are valid PromQL values; turning one into
             // a message count is where they are refused.
+            // The same value may be a count, an age or a rate.
             if let Err(e) = qscale::sources::count_from_f64(v, "value") {
+                bounded(&e);
+            }
+            if let Err(e) = qscale::sources::age_from_secs(v, "oldest_age_query") {
                 bounded(&e);
             }
         }
@@ -198,8 +202,30 @@ fn redis_reply(body: &[u8]) {
     }
 }
 
+/// The decoded number goes on into the sample, under every column name a
+/// query may return, as the source does with a real row.
 fn postgres_numeric(body: &[u8]) {
-    let _ = postgres::decode_numeric(body);
+    let Some(v) = postgres::decode_numeric(body) else {
+        return;
+    };
+    for name in [
+        "count",
+        "visible",
+        "in_flight",
+        "delayed",
+        "oldest_age_seconds",
+        "arrival_rate",
+        "consumers",
+    ] {
+        let cell = postgres::Cell {
+            name: name.into(),
+            type_name: "numeric".into(),
+            value: Some(v),
+        };
+        if let Err(e) = postgres::sample_from_cells(now(), 1, &[cell]) {
+            bounded(&e);
+        }
+    }
 }
 
 fn url(body: &[u8]) {
