@@ -6,7 +6,8 @@
 # RabbitMQ, Redis, NATS and PostgreSQL; see scripts/brokers.sh; a real
 # Prometheus, which also brings promtool; see scripts/prometheus.sh; a
 # headless Chromium for the daemon's HTML page; see scripts/chromium.sh),
-# then checks formatting and lints, then runs every test (among them
+# then checks formatting and lints, fuzzes each parser for a bounded time
+# (scripts/fuzz.sh), then runs every test (among them
 # tests/layering.rs, which fails when a module imports a layer above it;
 # see docs/architecture.md), then a short smoke of the control benchmark.
 # Usage: bash scripts/test.sh [extra cargo test args]
@@ -28,8 +29,12 @@ ensure_chromium
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+# Coverage-guided fuzzing needs no peers; bounded time per target (10 s
+# each under CI=true, where the cold build of the targets dominates).
+bash scripts/fuzz.sh
 echo "== cargo test"
 cargo test --all-targets --no-fail-fast "$@"
 # A one-minute-per-controller slice of the end-to-end control benchmark,

@@ -168,7 +168,7 @@ pub fn parse_range_response(
         let Some(rate) = rate else {
             return Err(HistoryError::Usage(format!(
                 "query {query:?} gave {s:?} at {}, not an arrival rate >= 0",
-                humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0)))
+                time_of(t)
             )));
         };
         if t >= 0.0 && t.is_finite() {
@@ -176,6 +176,20 @@ pub fn parse_range_response(
         }
     }
     Ok(out)
+}
+
+/// A Prometheus timestamp for a message: RFC 3339 when it is a time
+/// humantime can print (years 1970 to 9999), else the number as sent. The
+/// peer's number must not reach `Duration::from_secs_f64` or humantime's
+/// `Display` unchecked: both panic past their range.
+fn time_of(t: f64) -> String {
+    /// 9999-12-31T23:59:59Z, the last second RFC 3339 can write.
+    const LAST_RFC3339_SECOND: f64 = 253_402_300_799.0;
+    if t.is_finite() && (0.0..=LAST_RFC3339_SECOND).contains(&t) {
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs_f64(t)).to_string()
+    } else {
+        format!("unix time {t}")
+    }
 }
 
 #[cfg(test)]
@@ -188,6 +202,22 @@ mod tests {
             content_type: Some("application/json".into()),
             body: bytes::Bytes::from(body.to_string()),
         }
+    }
+
+    /// Found by the `peer_answers` fuzz target: a bad rate at a time past
+    /// year 9999 panicked while writing the error message.
+    #[test]
+    fn a_bad_rate_at_a_time_no_calendar_can_print_is_refused_not_a_panic() {
+        for t in ["340000002240", "1e300", "-5", "1700000000.5"] {
+            let body = format!(
+                r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{}},"values":[[{t},"+Inf"]]}}]}}}}"#
+            );
+            let e = parse_range_response(&resp(200, &body), "q").unwrap_err();
+            assert_eq!(e.metric_label(), "usage", "{t}: {e}");
+            assert!(e.to_string().contains("not an arrival rate"), "{t}: {e}");
+        }
+        assert_eq!(time_of(1_700_000_000.0), "2023-11-14T22:13:20Z");
+        assert_eq!(time_of(340_000_002_240.0), "unix time 340000002240");
     }
 
     #[test]

@@ -155,6 +155,17 @@ pub fn count_from_f64(v: f64, what: &str) -> Result<u64, SourceError> {
     Ok(c as u64)
 }
 
+/// An age a peer gave in seconds (a PostgreSQL column, a PromQL value):
+/// finite, not negative and within what a `Duration` holds (about 584
+/// billion years); `what` names it in errors. `Duration::from_secs_f64`
+/// would panic past that, and the peer's answer must not take qscale down.
+pub fn age_from_secs(v: f64, what: &str) -> Result<Duration, SourceError> {
+    let v = non_negative(v, what)?;
+    Duration::try_from_secs_f64(v).map_err(|_| {
+        SourceError::InvalidResponse(format!("{what} is {v} seconds, too large for an age"))
+    })
+}
+
 /// A non-negative, finite number of seconds or a rate; `what` names it.
 pub fn non_negative(v: f64, what: &str) -> Result<f64, SourceError> {
     if v.is_finite() && v >= 0.0 {
@@ -169,6 +180,20 @@ pub fn non_negative(v: f64, what: &str) -> Result<f64, SourceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_age_too_large_for_a_duration_is_refused_not_a_panic() {
+        assert_eq!(
+            age_from_secs(90.5, "age").unwrap(),
+            Duration::from_millis(90_500)
+        );
+        assert_eq!(age_from_secs(0.0, "age").unwrap(), Duration::ZERO);
+        for bad in [1e300, f64::MAX, f64::INFINITY, f64::NAN, -1.0] {
+            let e = age_from_secs(bad, "oldest_age_query").unwrap_err();
+            assert_eq!(e.metric_label(), "invalid_response", "{bad}");
+            assert!(e.to_string().contains("oldest_age_query"), "{e}");
+        }
+    }
 
     #[test]
     fn count_from_f64_table() {

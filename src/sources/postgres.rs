@@ -36,7 +36,7 @@ use crate::clients::Clients;
 use crate::clients::secret::{Credentials, UsernameRule, redact_url};
 use crate::contract::{Capabilities, QueueSource, Sample, SourceError};
 use crate::sources::SourceSpec;
-use crate::sources::{count_from_f64, non_negative};
+use crate::sources::{age_from_secs, count_from_f64, non_negative};
 use crate::validate::{Problems, default_true, positive_duration};
 
 /// Column names the multi-column form may return.
@@ -322,9 +322,7 @@ pub fn sample_from_cells(
             "visible" => s.visible = Some(count_from_f64(v, &what)?),
             "in_flight" => s.in_flight = Some(count_from_f64(v, &what)?),
             "delayed" => s.delayed = Some(count_from_f64(v, &what)?),
-            "oldest_age_seconds" => {
-                s.oldest_age = Some(Duration::from_secs_f64(non_negative(v, &what)?))
-            }
+            "oldest_age_seconds" => s.oldest_age = Some(age_from_secs(v, &what)?),
             "arrival_rate" => s.arrival_rate = Some(non_negative(v, &what)?),
             "consumers" => {
                 s.consumers =
@@ -713,6 +711,15 @@ mod tests {
                     cell("oldest_age_seconds", Some(-2.0)),
                 ],
                 Err("expected a finite number >= 0"),
+            ),
+            // Past what a Duration holds: from_secs_f64 used to panic here.
+            (
+                1,
+                vec![
+                    cell("visible", Some(1.0)),
+                    cell("oldest_age_seconds", Some(1e300)),
+                ],
+                Err("too large for an age"),
             ),
         ];
         for (rows, cells, want) in cases {

@@ -30,7 +30,7 @@ use crate::clients::http::{self as http_client, HttpClient, HttpResponse};
 use crate::clients::secret::{self, Credentials, UsernameRule, redact_url};
 use crate::contract::{Capabilities, QueueSource, Sample, SourceError};
 use crate::sources::SourceSpec;
-use crate::sources::{count_from_f64, non_negative};
+use crate::sources::{age_from_secs, count_from_f64, non_negative};
 use crate::validate::{Problems, default_true, http_url, no_password_in_url};
 
 /// `source.kind = "prometheus"`.
@@ -407,7 +407,7 @@ impl QueueSource for PrometheusSource {
             .map(|v| count_from_f64(v, "in_flight_query"))
             .transpose()?;
         s.oldest_age = age
-            .map(|v| non_negative(v, "oldest_age_query").map(Duration::from_secs_f64))
+            .map(|v| age_from_secs(v, "oldest_age_query"))
             .transpose()?;
         s.arrival_rate = rate
             .map(|v| non_negative(v, "arrival_rate_query"))

@@ -1032,6 +1032,28 @@ fn status_message(body: &[u8]) -> String {
     line.chars().take(200).collect()
 }
 
+/// Runs every parser of API-server answers on `body` and drops the results.
+/// The coverage-guided fuzz target in `fuzz/` lives outside this crate and
+/// cannot reach the private parsers; this is its only way in. Not an API.
+#[doc(hidden)]
+pub fn parse_api_answers_for_fuzzing(body: &[u8]) {
+    let _ = parse_scale(body);
+    let _ = scale_target_refs(body, "autoscaling");
+    let _ = scale_target_refs(body, "keda.sh");
+    let _ = status_message(body);
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        let _ = is_paused(&v);
+        for group in ["apps", "argoproj.io"] {
+            let resource = ResourceRef {
+                group: group.into(),
+                version: "v1".into(),
+                plural: "widgets".into(),
+            };
+            let _ = ready_replicas(&v, &resource);
+        }
+    }
+}
+
 /// Spread retries of many scalers so they do not hit the server in step.
 fn jitter(d: Duration) -> Duration {
     let f = 0.75 + rand::random::<f64>() * 0.5;
