@@ -186,12 +186,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             match runtime()?.block_on(crate::run::run(opts)) {
                 Ok(()) => Ok(ExitCode::SUCCESS),
-                Err(crate::run::RunError::Config(e)) => {
-                    for l in e.lines() {
-                        eprintln!("error: {l}");
-                    }
-                    Ok(ExitCode::from(EXIT_INVALID_CONFIG))
-                }
+                Err(crate::run::RunError::Config(e)) => Ok(config_problems(&e)),
                 Err(e) => {
                     eprintln!("error: {e}");
                     Ok(ExitCode::from(1))
@@ -206,12 +201,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging(LogFormat::Text);
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
-                Err(e) => {
-                    for l in e.lines() {
-                        eprintln!("error: {l}");
-                    }
-                    return Ok(ExitCode::from(EXIT_INVALID_CONFIG));
-                }
+                Err(e) => return Ok(config_problems(&e)),
             };
             if let Some(name) = &scaler
                 && cfg.scaler(name).is_none()
@@ -244,6 +234,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A config file to fix: every problem on its own line, exit code 2.
+fn config_problems(e: &crate::config::ConfigError) -> ExitCode {
+    for l in e.lines() {
+        eprintln!("error: {l}");
+    }
+    ExitCode::from(EXIT_INVALID_CONFIG)
+}
+
 /// `qscale history`: exit 0, 2 for a config file to fix, 1 for anything
 /// else, always as one line.
 fn history(args: &crate::history::HistoryArgs) -> anyhow::Result<ExitCode> {
@@ -251,12 +249,7 @@ fn history(args: &crate::history::HistoryArgs) -> anyhow::Result<ExitCode> {
     let mut err = std::io::stderr();
     match runtime()?.block_on(crate::history::execute(args, &mut out, &mut err)) {
         Ok(_) => Ok(ExitCode::SUCCESS),
-        Err(crate::history::HistoryError::Config(e)) => {
-            for l in e.lines() {
-                eprintln!("error: {l}");
-            }
-            Ok(ExitCode::from(EXIT_INVALID_CONFIG))
-        }
+        Err(crate::history::HistoryError::Config(e)) => Ok(config_problems(&e)),
         Err(e) => {
             eprintln!("error: {e}");
             Ok(ExitCode::from(1))
@@ -269,12 +262,7 @@ fn history(args: &crate::history::HistoryArgs) -> anyhow::Result<ExitCode> {
 fn simulate(args: &crate::simulate::SimulateArgs) -> anyhow::Result<ExitCode> {
     match crate::simulate::execute(args, &mut std::io::stdout().lock()) {
         Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(crate::simulate::SimulateError::Config(e)) => {
-            for l in e.lines() {
-                eprintln!("error: {l}");
-            }
-            Ok(ExitCode::from(EXIT_INVALID_CONFIG))
-        }
+        Err(crate::simulate::SimulateError::Config(e)) => Ok(config_problems(&e)),
         Err(e) => Err(e.into()),
     }
 }
@@ -286,12 +274,7 @@ fn tune(args: &crate::simulate::tune::TuneArgs) -> anyhow::Result<ExitCode> {
     use crate::simulate::{SimulateError, tune::TuneError};
     match crate::simulate::tune::execute(args, &mut std::io::stdout().lock()) {
         Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(TuneError::Simulate(SimulateError::Config(e))) => {
-            for l in e.lines() {
-                eprintln!("error: {l}");
-            }
-            Ok(ExitCode::from(EXIT_INVALID_CONFIG))
-        }
+        Err(TuneError::Simulate(SimulateError::Config(e))) => Ok(config_problems(&e)),
         Err(e) => {
             eprintln!("error: {e}");
             Ok(ExitCode::from(1))

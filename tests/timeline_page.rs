@@ -8,38 +8,21 @@
 //! SVG document with the backlog, age and replica lines. Without Chromium
 //! the test says so loudly and passes, unless `CI` is set: then it fails.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+#[path = "support/daemon.rs"]
+mod daemon;
+
+use std::io::Read;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use daemon::{Daemon, free_port, get};
 
 use qscale::chart::hex;
 use qscale::timeline::chart::LINES;
 
 const SCALERS: [&str; 3] = ["orders", "emails", "reports/nightly"];
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A minimal HTTP/1.0 GET, so the test depends on no HTTP client crate.
-fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
-}
 
 fn get_json(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
     let (status, body) = get(addr, path).unwrap_or_else(|| panic!("GET {path} answers"));
@@ -105,15 +88,6 @@ fn run_chromium(bin: &Path, profile: &Path, args: &[&str]) -> String {
     reader.join().expect("reader")
 }
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn config(addr: SocketAddr) -> String {
     let mut c = format!("[server]\nlisten = \"{addr}\"\n\n[defaults]\npoll_interval = \"200ms\"\n");
     for (i, name) in SCALERS.iter().enumerate() {
@@ -170,16 +144,13 @@ fn the_index_page_and_charts_render_in_a_real_browser_with_every_scaler_and_seri
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let cfg = dir.path().join("qscale.toml");
     std::fs::write(&cfg, config(addr)).expect("write config");
-    let _daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_qscale"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start qscale run"),
-    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_qscale"));
+    cmd.args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let _daemon = Daemon::spawn(cmd, addr, None);
 
     // Wait until every scaler has a few seconds of history and has scaled.
     let start = Instant::now();

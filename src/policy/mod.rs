@@ -434,6 +434,13 @@ pub fn decide(
 /// still falling (three polls at the default 5 s).
 const SETTLE_LOOKAHEAD: Duration = Duration::from_secs(15);
 
+/// Little's law, as the throughput signal and the age budget both use it:
+/// the workers that keep up with `lambda` messages/s of `s` seconds each at
+/// `utilization`, plus those that clear `backlog` in `drain` seconds.
+fn workers_needed(lambda: f64, s: f64, utilization: f64, backlog: u64, drain: f64) -> f64 {
+    lambda * s / utilization + backlog as f64 * s / drain
+}
+
 /// Floor of the drain time the age budget plans for, as a fraction of the
 /// objective: near the objective the budget asks for many workers, but a
 /// finite number (the age signal takes over past the objective).
@@ -492,7 +499,7 @@ fn age_budget(policy: &Policy, inp: &Inputs, est: &Estimates, backlog: u64) -> O
     let utilization = policy.throughput.map_or(1.0, |t| t.target_utilization);
     let left = objective.saturating_sub(oldest).as_secs_f64() / 3.0;
     let drain = left.max(objective.as_secs_f64() * MIN_BUDGET_FRACTION);
-    let replicas = lambda * s / utilization + backlog as f64 * s / drain;
+    let replicas = workers_needed(lambda, s, utilization, backlog, drain);
     Some(AgeBudget {
         replicas,
         backlog,
@@ -573,9 +580,13 @@ fn with_sample(
     if let Some(tp) = policy.throughput {
         match (est.arrival_rate, est.seconds_per_message, inp.backlog) {
             (Some(lambda), Some(s), Some(b)) => {
-                let keep_up = lambda * s / tp.target_utilization;
-                let drain = b as f64 * s / tp.drain_within.as_secs_f64().max(0.001);
-                let raw = keep_up + drain;
+                let raw = workers_needed(
+                    lambda,
+                    s,
+                    tp.target_utilization,
+                    b,
+                    tp.drain_within.as_secs_f64().max(0.001),
+                );
                 let lam = if est.arrival_estimated {
                     "estimated "
                 } else {
