@@ -257,10 +257,46 @@ fn history(args: &crate::history::HistoryArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `--trace history:...`: the scaler's own history, read here because the
+/// simulator never touches a client. `Ok(None)` for a file or a pattern;
+/// `Err` holds the exit code after the error was printed.
+fn inline_history(
+    trace: Option<&str>,
+    config: Option<&std::path::Path>,
+    scaler: Option<&str>,
+) -> anyhow::Result<Result<Option<crate::world::trace::Trace>, ExitCode>> {
+    let (Some(trace), Some(config)) = (trace, config) else {
+        return Ok(Ok(None));
+    };
+    let Some(args) = crate::history::inline::parse(trace, config, scaler) else {
+        return Ok(Ok(None));
+    };
+    let read = match args {
+        Ok(args) => runtime()?.block_on(crate::history::read(&args, &mut std::io::stderr())),
+        Err(e) => Err(e),
+    };
+    Ok(match read {
+        Ok(h) => Ok(Some(h.trace)),
+        Err(crate::history::HistoryError::Config(e)) => Err(config_problems(&e)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::from(1))
+        }
+    })
+}
+
 /// `qscale simulate`: exit 0, 2 for a config to fix (every problem listed,
 /// as `qscale check`), 1 for anything else.
 fn simulate(args: &crate::simulate::SimulateArgs) -> anyhow::Result<ExitCode> {
-    match crate::simulate::execute(args, &mut std::io::stdout().lock()) {
+    let preloaded = match inline_history(
+        args.trace.as_deref(),
+        args.config.as_deref(),
+        args.scaler.as_deref(),
+    )? {
+        Ok(t) => t,
+        Err(code) => return Ok(code),
+    };
+    match crate::simulate::execute_with(args, preloaded, &mut std::io::stdout().lock()) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(crate::simulate::SimulateError::Config(e)) => Ok(config_problems(&e)),
         Err(e) => Err(e.into()),
@@ -272,7 +308,15 @@ fn simulate(args: &crate::simulate::SimulateArgs) -> anyhow::Result<ExitCode> {
 /// as one line.
 fn tune(args: &crate::simulate::tune::TuneArgs) -> anyhow::Result<ExitCode> {
     use crate::simulate::{SimulateError, tune::TuneError};
-    match crate::simulate::tune::execute(args, &mut std::io::stdout().lock()) {
+    let preloaded = match inline_history(
+        Some(&args.trace),
+        Some(&args.config),
+        args.scaler.as_deref(),
+    )? {
+        Ok(t) => t,
+        Err(code) => return Ok(code),
+    };
+    match crate::simulate::tune::execute_with(args, preloaded, &mut std::io::stdout().lock()) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(TuneError::Simulate(SimulateError::Config(e))) => Ok(config_problems(&e)),
         Err(e) => {

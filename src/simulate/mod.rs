@@ -77,8 +77,10 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub scaler: Option<String>,
 
-    /// Arrivals: a CSV file of `t_seconds,arrivals` rows, or a pattern such
-    /// as `burst:base=1,size=2000,at=5m,every=1h` (see docs/simulate.md).
+    /// Arrivals: a CSV file of `t_seconds,arrivals` rows, a pattern such
+    /// as `burst:base=1,size=2000,at=5m,every=1h`, or `history:last=7d`
+    /// for the scaler's own history, read as `qscale history scaler` does
+    /// (see docs/simulate.md).
     #[arg(long, required_unless_present = "generate_trace")]
     pub trace: Option<String>,
 
@@ -419,8 +421,39 @@ pub struct Outcome {
     pub qscale_wall: Duration,
 }
 
+/// The trace `--trace` names (a file or a pattern), or `preloaded` when the
+/// command layer already read it (`--trace history:...`), run for
+/// `--duration`; with the duration in force (`None`: the trace's own).
+pub fn load_trace(
+    trace_arg: &str,
+    duration: Option<Duration>,
+    preloaded: Option<Trace>,
+) -> Result<(Trace, Option<Duration>), SimulateError> {
+    if let Some(mut t) = preloaded {
+        crate::world::trace::check_length(duration)?;
+        if let Some(d) = duration {
+            t.per_second.resize(d.as_secs() as usize, 0);
+        }
+        return Ok((t, duration));
+    }
+    let spec = TraceSpec::parse(trace_arg)?;
+    let duration = match (&spec, duration) {
+        (TraceSpec::Pattern(_), None) => Some(DEFAULT_PATTERN_DURATION),
+        (_, d) => d,
+    };
+    Ok((spec.load(duration)?, duration))
+}
+
 /// Load, pick, replay: the work of `qscale simulate` without the printing.
 pub fn simulate(args: &SimulateArgs) -> Result<Outcome, SimulateError> {
+    simulate_with(args, None)
+}
+
+/// [`simulate`] on a trace already read (`preloaded`), when given.
+pub fn simulate_with(
+    args: &SimulateArgs,
+    preloaded: Option<Trace>,
+) -> Result<Outcome, SimulateError> {
     let (Some(path), Some(trace_arg)) = (&args.config, &args.trace) else {
         return Err(SimulateError::Flag {
             flag: "--config/--trace",
@@ -429,12 +462,7 @@ pub fn simulate(args: &SimulateArgs) -> Result<Outcome, SimulateError> {
     };
     let cfg = Config::load(path)?;
     let scaler = pick_scaler(&cfg, args.scaler.as_deref(), path)?;
-    let spec = TraceSpec::parse(trace_arg)?;
-    let duration = match (&spec, args.duration) {
-        (TraceSpec::Pattern(_), None) => Some(DEFAULT_PATTERN_DURATION),
-        (_, d) => d,
-    };
-    let trace = spec.load(duration)?;
+    let (trace, duration) = load_trace(trace_arg, args.duration, preloaded)?;
     let scenario = scenario_for(scaler, trace, duration, args)?;
     let hpa_params = match args.compare {
         Some(Baseline::Hpa) => Some(hpa_params_for(scaler, args.hpa_messages_per_replica)?),
@@ -493,6 +521,15 @@ pub fn json_summary(o: &Outcome) -> String {
 
 /// Run `qscale simulate` with `args`, printing to `out`.
 pub fn execute(args: &SimulateArgs, out: &mut dyn Write) -> Result<(), SimulateError> {
+    execute_with(args, None, out)
+}
+
+/// [`execute`] on a trace already read (`preloaded`), when given.
+pub fn execute_with(
+    args: &SimulateArgs,
+    preloaded: Option<Trace>,
+    out: &mut dyn Write,
+) -> Result<(), SimulateError> {
     let write_err = |e: std::io::Error| SimulateError::Write {
         path: PathBuf::from("<stdout>"),
         reason: e.to_string(),
@@ -506,7 +543,7 @@ pub fn execute(args: &SimulateArgs, out: &mut dyn Write) -> Result<(), SimulateE
             .write_all(t.to_csv(args.resolution.as_secs()).as_bytes())
             .map_err(write_err);
     }
-    let o = simulate(args)?;
+    let o = simulate_with(args, preloaded)?;
     if let Some(path) = &args.chart {
         let runs: Vec<&Run> = o.runs.iter().collect();
         let title = format!(
