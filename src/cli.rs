@@ -327,7 +327,7 @@ pub fn summary(cfg: &Config, s: &crate::config::ScalerConfig) -> String {
     format!(
         "{}: {} -> {}, replicas {}..{}, signals {}, every {}{}",
         s.name,
-        s.source.describe(),
+        s.describe_sources(),
         s.target.describe(),
         p.min_replicas,
         p.max_replicas,

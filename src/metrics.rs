@@ -239,15 +239,21 @@ impl Metrics {
             self.scale_operations
                 .with_label_values(&[scaler, d.label()]);
         }
-        for e in SourceError::METRIC_LABELS {
-            self.source_errors
-                .with_label_values(&[scaler, source_kind, e]);
-        }
+        self.init_source_kind(scaler, source_kind);
         for e in TargetError::METRIC_LABELS {
             self.target_errors
                 .with_label_values(&[scaler, target_kind, e]);
         }
         self.last_success.with_label_values(&[scaler]);
+    }
+
+    /// Create at 0 a scaler's error series of one more source kind (a
+    /// scaler whose queues are of several kinds).
+    pub fn init_source_kind(&self, scaler: &str, source_kind: &str) {
+        for e in SourceError::METRIC_LABELS {
+            self.source_errors
+                .with_label_values(&[scaler, source_kind, e]);
+        }
     }
 
     /// Remove a scaler's error series of a source kind it no longer has

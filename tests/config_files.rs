@@ -386,7 +386,7 @@ fn every_source_and_target_kind_reports_its_serde_tag() {
         );
         let cfg = Config::from_str_with_env(&text, Path::new("k.toml"), Vec::new())
             .unwrap_or_else(|e| panic!("source {kind}: {e}"));
-        let source = &cfg.scalers[0].source;
+        let source = cfg.scalers[0].source.as_ref().expect("one source");
         assert_eq!(source.kind(), *kind);
         let json = serde_json::to_value(source).expect("serialize");
         assert_eq!(json["kind"], *kind, "source {kind} serializes its tag");
