@@ -233,10 +233,10 @@ pub struct ScalerConfig {
 /// One queue of a scaler that drains several (`[[scaler.sources]]`): a
 /// source table (its `kind` and fields) plus the queue's name and its own
 /// signal settings.
-///
-/// The source's fields are flattened beside `name`: serde refuses unknown
-/// fields through the internally tagged source enum, which receives every
-/// key this struct does not take (`tests/config_files.rs` pins that).
+// The source's fields are flattened beside `name`. `deny_unknown_fields`
+// cannot sit on a struct with a flattened field, but it need not: the
+// internally tagged source enum receives every key this struct does not
+// take and refuses the unknown ones (`tests/config_files.rs` pins that).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct QueueConfig {
     /// Short name of this queue, unique within the scaler, shown in reasons
