@@ -266,6 +266,13 @@ impl Scaler {
                 .collect();
         }
         rt.status.put(st);
+        // Series of queues an earlier config of this scaler had.
+        let names: Vec<&str> = queues
+            .iter()
+            .filter(|_| queues.len() > 1)
+            .map(|q| q.name.as_str())
+            .collect();
+        rt.metrics.remove_queues(&cfg.name, &names);
         let mut kinds = queues.iter().map(|q| q.config.kind());
         rt.metrics
             .init_scaler(&cfg.name, kinds.next().unwrap_or("none"), cfg.target.kind());
@@ -738,6 +745,9 @@ impl Scaler {
             m.fallback_active
                 .with_label_values(&[name])
                 .set(i64::from(d.fallback_active));
+            for q in &d.queues {
+                m.record_queue(name, &q.name, q.backlog, q.replicas);
+            }
         }
         m.paused
             .with_label_values(&[name])

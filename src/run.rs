@@ -485,7 +485,9 @@ pub fn online_report(
     .collect();
     if policy.dead_letter.is_some() && sample.dead_letter.is_none() {
         warnings.push(
-            "policy.dead_letter is set but the source reports no dead-letter queue depth, so              the rule cannot act; configure the source's dead-letter queue or give the queue              one (an SQS RedrivePolicy, a RabbitMQ dead-letter exchange)"
+            "policy.dead_letter is set but the source reports no dead-letter queue depth, so \
+             the rule cannot act; configure the source's dead-letter queue or give the queue \
+             one (an SQS RedrivePolicy, a RabbitMQ dead-letter exchange)"
                 .into(),
         );
     }

@@ -142,6 +142,13 @@ async fn a_pool_that_drains_two_sqs_queues_is_sized_for_the_sum_of_their_needs()
     moto::send_batch(&sqs, &critical, 30).await;
     moto::send_batch(&sqs, &bulk, 200).await;
     wait_replicas(&k, &ns, "pool", 10, Duration::from_secs(20)).await;
+    // The count can reach 10 while the last bulk messages are still being
+    // sent (6 + 3.2 rounds up to 10 too): wait for a poll that saw them all.
+    wait_until(
+        Duration::from_secs(10),
+        "a poll that saw every message",
+        || daemon.scaler("pool")["queues"][1]["sample"]["visible"] == 200,
+    );
     let st = daemon.scaler("pool");
     assert_eq!(st["desired"], 10, "{st}");
     let queues = st["queues"].as_array().expect("/status lists each queue");
@@ -181,6 +188,19 @@ async fn a_pool_that_drains_two_sqs_queues_is_sized_for_the_sum_of_their_needs()
         Some(230.0),
         "the pool's backlog is the total"
     );
+    for (queue, needed, backlog) in [("critical", 6.0, 30.0), ("bulk", 4.0, 200.0)] {
+        let labels = format!("{{queue=\"{queue}\",scaler=\"pool\"}}");
+        assert_eq!(
+            sample_value(&metrics, &format!("qscale_queue_needed_replicas{labels}")),
+            Some(needed),
+            "{metrics}"
+        );
+        assert_eq!(
+            sample_value(&metrics, &format!("qscale_queue_backlog_messages{labels}")),
+            Some(backlog),
+            "{metrics}"
+        );
+    }
 
     // The other scaler: `gone` fails every poll, `live` is empty. Without
     // the failure the Deployment would go from 8 to 1 after the 3 s
@@ -196,7 +216,7 @@ async fn a_pool_that_drains_two_sqs_queues_is_sized_for_the_sum_of_their_needs()
             .is_some_and(|m| m.starts_with("queue gone: not found")),
         "{st}"
     );
-    std::thread::sleep(Duration::from_secs(6));
+    tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(k.deployment_replicas(&ns, "held").await, 8);
     let reasons = daemon.scaler("held")["reasons"].to_string();
     assert!(
@@ -215,11 +235,12 @@ async fn a_pool_that_drains_two_sqs_queues_is_sized_for_the_sum_of_their_needs()
     // ...while the queue that answers still drives it up: 120 / 10 = 12.
     moto::send_batch(&sqs, &live, 120).await;
     wait_replicas(&k, &ns, "held", 12, Duration::from_secs(20)).await;
-    let reasons = daemon.scaler("held")["reasons"].to_string();
-    assert!(
-        reasons.contains("largest of 2 queues: live 12, gone (no sample) -> 12"),
-        "{reasons}"
-    );
+    // Once every message is counted (111 already round up to 12):
+    wait_until(Duration::from_secs(10), "the decision on all 120", || {
+        daemon.scaler("held")["reasons"]
+            .to_string()
+            .contains("largest of 2 queues: live 12, gone (no sample) -> 12")
+    });
 }
 
 mod rabbitmq {
