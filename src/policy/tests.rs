@@ -1310,7 +1310,9 @@ fn the_pool_splits_by_in_flight_then_backlog_then_evenly() {
         in_flight: None,
         ..sample(visible, 0)
     };
-    let cases: [(Option<Sample>, Option<Sample>, [f64; 2], &str); 4] = [
+    // (queue a, queue b, the fractions, the basis)
+    type Case = (Option<Sample>, Option<Sample>, [f64; 2], &'static str);
+    let cases: [Case; 4] = [
         (
             Some(sample(0, 3)),
             Some(sample(0, 1)),
