@@ -310,6 +310,20 @@ impl Scaler {
         self
     }
 
+    /// Use these clients for the queues, in config order (tests of a
+    /// scaler with several queues); extra sources are ignored.
+    pub fn with_queue_clients(
+        mut self,
+        sources: Vec<Arc<dyn QueueSource>>,
+        target: Arc<dyn ScaleTarget>,
+    ) -> Scaler {
+        for (q, s) in self.queues.iter_mut().zip(sources) {
+            q.source = Some(s);
+        }
+        self.target = Some(target);
+        self
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
