@@ -1,7 +1,8 @@
 //! The configuration file: its serde types, loading, and validation.
 //!
 //! A user tunes qscale through one file (TOML or YAML, chosen by the file's
-//! extension) with one `[[scaler]]` table per queue/target pair. The file is
+//! extension) with one `[[scaler]]` table per queue/target pair (or per
+//! worker pool and the queues it drains, `[[scaler.sources]]`). The file is
 //! read with the `config` crate so that any field can be overridden from the
 //! environment with a `QSCALE__` prefix and `__` as the path separator
 //! (`QSCALE__SERVER__LISTEN=127.0.0.1:9100`).

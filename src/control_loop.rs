@@ -5,7 +5,10 @@
 //! scaler is neither paused nor in dry run, and this process leads), write
 //! it in the *same* poll: no second loop as with KEDA feeding an HPA.
 //! Every phase is bounded by a timeout, and scalers share nothing that can
-//! block, so a slow or failing scaler never delays another.
+//! block, so a slow or failing scaler never delays another. A scaler whose
+//! workers drain several queues samples them at the same time, each within
+//! the sample timeout, so a slow or failing queue delays neither the poll
+//! nor the other queues; the policy sees each queue's sample or its failure.
 //!
 //! The daemon owns the tasks. A reload diffs the new config against the
 //! running one: unchanged scalers keep running untouched; changed ones are
@@ -170,8 +173,8 @@ impl SettingLog {
 /// The outcome of the read-only half of a poll.
 pub struct Prepared {
     /// What the scaler saw: its queue's sample, or with several queues
-    /// their totals (see [`pool_sample`]); an error only when every queue
-    /// failed.
+    /// their totals (the oldest age among them); an error only when every
+    /// queue failed.
     pub sample: Result<Sample, SourceError>,
     /// Each queue's own sample, in config order.
     pub samples: Vec<Result<Sample, SourceError>>,

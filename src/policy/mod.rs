@@ -13,6 +13,12 @@
 //! 7. fallback after repeated failed or stale samples;
 //! 8. pause.
 //!
+//! [`decide_many`] is the same decision for a pool of workers that drains
+//! several queues: step 1 runs per queue (each with its own settings and
+//! estimates, and its share of the pool), the queues' needs are added (or
+//! the largest taken), and steps 2 to 8 run once on that number. With one
+//! queue it is exactly [`decide`].
+//!
 //! Missing data is never read as zero: a failed sample holds the current
 //! count, and a sample that lacks an input some configured signal needs can
 //! raise the count but never lower it. The same function drives the daemon,
