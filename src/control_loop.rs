@@ -269,13 +269,6 @@ impl Scaler {
                 .collect();
         }
         rt.status.put(st);
-        // Series of queues an earlier config of this scaler had.
-        let names: Vec<&str> = queues
-            .iter()
-            .filter(|_| queues.len() > 1)
-            .map(|q| q.name.as_str())
-            .collect();
-        rt.metrics.remove_queues(&cfg.name, &names);
         let mut kinds = queues.iter().map(|q| q.config.kind());
         rt.metrics
             .init_scaler(&cfg.name, kinds.next().unwrap_or("none"), cfg.target.kind());
@@ -1219,6 +1212,17 @@ impl Daemon {
                                 if !new_kinds.contains(&k) {
                                     self.rt.metrics.remove_source_kind(&s.name, k);
                                 }
+                            }
+                            // Per-queue series of queues the new config
+                            // no longer has (only a scaler that had
+                            // several queues has any).
+                            if old.is_multi_queue() {
+                                let keep: Vec<&str> = if s.is_multi_queue() {
+                                    s.sources.iter().map(|q| q.name.as_str()).collect()
+                                } else {
+                                    Vec::new()
+                                };
+                                self.rt.metrics.remove_queues(&s.name, &keep);
                             }
                             if old.target.kind() != s.target.kind() {
                                 self.rt

@@ -684,3 +684,64 @@ async fn the_queues_of_a_scaler_are_sampled_at_once_and_a_hanging_one_fails_alon
         "{metrics}"
     );
 }
+
+/// A pool draining two demo queues `first` and `second`, on the in-process
+/// demo world.
+fn demo_pool(first: &str, second: &str) -> Config {
+    let text = format!(
+        r#"
+[defaults]
+poll_interval = "200ms"
+[[scaler]]
+name = "pool"
+[[scaler.sources]]
+name = "{first}"
+kind = "demo"
+queue = "{first}"
+pattern = "constant:rate=20"
+[[scaler.sources]]
+name = "{second}"
+kind = "demo"
+queue = "{second}"
+pattern = "constant:rate=20"
+[scaler.target]
+kind = "demo"
+queue = "{first}"
+seconds_per_message = 1
+[scaler.policy]
+max_replicas = 10
+messages_per_replica = 10
+"#
+    );
+    Config::from_str_with_env(&text, std::path::Path::new("t.toml"), Vec::new())
+        .expect("valid test config")
+}
+
+#[tokio::test]
+async fn a_reload_that_renames_a_queue_drops_the_old_queues_series_only() {
+    let rt = Runtime::new(Clients::new(), false);
+    let mut daemon = Daemon::start(rt.clone(), demo_pool("critical", "bulk"));
+    let series =
+        |queue: &str| format!("qscale_queue_needed_replicas{{queue=\"{queue}\",scaler=\"pool\"}}");
+    async fn until(rt: &Runtime, f: impl Fn(&str) -> bool) -> bool {
+        for _ in 0..50 {
+            if f(&rt.metrics.render()) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+    assert!(
+        until(&rt, |m| m.contains(&series("critical"))
+            && m.contains(&series("bulk")))
+        .await
+    );
+    let summary = daemon.apply(demo_pool("critical", "batch"));
+    assert_eq!(summary.restarted, vec!["pool".to_string()]);
+    assert!(until(&rt, |m| m.contains(&series("batch"))).await);
+    let text = rt.metrics.render();
+    assert!(!text.contains(&series("bulk")), "{text}");
+    assert!(text.contains(&series("critical")), "{text}");
+    daemon.shutdown(Duration::from_secs(1)).await;
+}
