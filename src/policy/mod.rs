@@ -487,6 +487,7 @@ pub fn decide_many(
             .iter()
             .zip(&fractions)
             .map(|(q, &f)| {
+                // One queue's name is "": the key costs no allocation.
                 let qs = state.queues.entry(q.name.to_string()).or_default();
                 let note = multi.then(|| format!("of {cur} replicas, {basis}"));
                 queue_step1(q, qs, f, note, current, now)
