@@ -355,27 +355,39 @@ pub fn check(path: &std::path::Path, out: &mut dyn Write, err: &mut dyn Write) -
 /// One line describing a scaler: what it watches, what it resizes, how.
 pub fn summary(cfg: &Config, s: &crate::config::ScalerConfig) -> String {
     let p = &s.policy;
-    let mut signals = Vec::new();
-    if let Some(m) = p.messages_per_replica {
-        signals.push(format!("backlog/{m}"));
-    }
-    if let Some(t) = &p.throughput {
-        match t.seconds_per_message {
-            Some(spm) => signals.push(format!("throughput {spm}s/msg")),
-            None => signals.push("throughput (learned)".to_string()),
+    let signals = |p: &crate::policy::PolicyConfig| {
+        let mut signals = Vec::new();
+        if let Some(m) = p.messages_per_replica {
+            signals.push(format!("backlog/{m}"));
         }
-    }
-    if let Some(a) = p.max_message_age {
-        signals.push(format!("age<={}", humantime::format_duration(a)));
-    }
+        if let Some(t) = &p.throughput {
+            match t.seconds_per_message {
+                Some(spm) => signals.push(format!("throughput {spm}s/msg")),
+                None => signals.push("throughput (learned)".to_string()),
+            }
+        }
+        if let Some(a) = p.max_message_age {
+            signals.push(format!("age<={}", humantime::format_duration(a)));
+        }
+        signals.join(" + ")
+    };
+    let signals = if s.is_multi_queue() {
+        s.queues()
+            .iter()
+            .map(|q| format!("{}: {}", q.name, signals(&q.policy)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    } else {
+        signals(p)
+    };
     format!(
         "{}: {} -> {}, replicas {}..{}, signals {}, every {}{}",
         s.name,
-        s.source.describe(),
+        s.describe_sources(),
         s.target.describe(),
         p.min_replicas,
         p.max_replicas,
-        signals.join(" + "),
+        signals,
         humantime::format_duration(s.poll_interval(&cfg.defaults)),
         if p.paused { ", paused" } else { "" }
     )

@@ -62,6 +62,9 @@ const PHASE_BUCKETS: &[f64] = &[
 pub struct Metrics {
     registry: Registry,
     pub queue_messages: IntGaugeVec,
+    /// Per queue of a scaler with several (`sources`).
+    pub queue_backlog: IntGaugeVec,
+    pub queue_needed: IntGaugeVec,
     pub oldest_age: GaugeVec,
     pub oldest_age_estimated: GaugeVec,
     pub arrival_rate: GaugeVec,
@@ -115,6 +118,16 @@ impl Metrics {
                 "qscale_queue_messages",
                 "Messages in the queue at the last sample, by state.",
                 &["scaler", "state"],
+            ),
+            queue_backlog: gauge_vec(
+                "qscale_queue_backlog_messages",
+                "Backlog of one queue of a scaler that drains several, at the last decision.",
+                &["scaler", "queue"],
+            ),
+            queue_needed: gauge_vec(
+                "qscale_queue_needed_replicas",
+                "Replicas one queue of a scaler that drains several asked for at the last decision (its largest signal).",
+                &["scaler", "queue"],
             ),
             oldest_age: fgauge_vec(
                 "qscale_queue_oldest_message_age_seconds",
@@ -239,15 +252,21 @@ impl Metrics {
             self.scale_operations
                 .with_label_values(&[scaler, d.label()]);
         }
-        for e in SourceError::METRIC_LABELS {
-            self.source_errors
-                .with_label_values(&[scaler, source_kind, e]);
-        }
+        self.init_source_kind(scaler, source_kind);
         for e in TargetError::METRIC_LABELS {
             self.target_errors
                 .with_label_values(&[scaler, target_kind, e]);
         }
         self.last_success.with_label_values(&[scaler]);
+    }
+
+    /// Create at 0 a scaler's error series of one more source kind (a
+    /// scaler whose queues are of several kinds).
+    pub fn init_source_kind(&self, scaler: &str, source_kind: &str) {
+        for e in SourceError::METRIC_LABELS {
+            self.source_errors
+                .with_label_values(&[scaler, source_kind, e]);
+        }
     }
 
     /// Remove a scaler's error series of a source kind it no longer has
@@ -269,8 +288,47 @@ impl Metrics {
         }
     }
 
+    /// Record what one queue of a scaler with several had and asked for;
+    /// unknown values are removed, not zeroed.
+    pub fn record_queue(
+        &self,
+        scaler: &str,
+        queue: &str,
+        backlog: Option<u64>,
+        needed: Option<u32>,
+    ) {
+        set_or_remove_int(&self.queue_backlog, &[scaler, queue], backlog);
+        set_or_remove_int(&self.queue_needed, &[scaler, queue], needed.map(u64::from));
+    }
+
+    /// Remove a scaler's per-queue series of every queue not in `keep` (a
+    /// reload renamed or dropped a queue; `&[]` removes them all).
+    pub fn remove_queues(&self, scaler: &str, keep: &[&str]) {
+        for vec in [&self.queue_backlog, &self.queue_needed] {
+            let name = vec.desc()[0].fq_name.clone();
+            let families = self.registry.gather();
+            for fam in families.iter().filter(|f| f.name() == name) {
+                for m in fam.get_metric() {
+                    let get = |k: &str| {
+                        m.get_label()
+                            .iter()
+                            .find(|l| l.name() == k)
+                            .map(|l| l.value().to_string())
+                    };
+                    if get("scaler").as_deref() == Some(scaler)
+                        && let Some(q) = get("queue")
+                        && !keep.contains(&q.as_str())
+                    {
+                        let _ = vec.remove_label_values(&[scaler, &q]);
+                    }
+                }
+            }
+        }
+    }
+
     /// Forget every series of a scaler (after it was removed by a reload).
     pub fn remove_scaler(&self, scaler: &str) {
+        self.remove_queues(scaler, &[]);
         for state in ["visible", "in_flight", "delayed"] {
             let _ = self.queue_messages.remove_label_values(&[scaler, state]);
         }
@@ -517,5 +575,32 @@ mod tests {
         let text = m.render();
         assert!(!text.contains("scaler=\"gone\""), "{text}");
         assert!(text.contains("scaler=\"kept\""), "{text}");
+    }
+
+    #[test]
+    fn per_queue_series_follow_the_configured_queues_and_go_with_the_scaler() {
+        let m = Metrics::new();
+        m.record_queue("pool", "critical", Some(40), Some(4));
+        m.record_queue("pool", "bulk", Some(300), Some(6));
+        m.record_queue("other", "bulk", Some(1), Some(1));
+        let text = m.render();
+        assert!(
+            text.contains("qscale_queue_backlog_messages{queue=\"critical\",scaler=\"pool\"} 40\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("qscale_queue_needed_replicas{queue=\"bulk\",scaler=\"pool\"} 6\n"),
+            "{text}"
+        );
+        // Unknown is absent, never zero.
+        m.record_queue("pool", "bulk", None, None);
+        assert!(!m.render().contains("queue=\"bulk\",scaler=\"pool\""));
+        // A reload that drops a queue drops its series, and only its own.
+        m.remove_queues("pool", &["bulk"]);
+        let text = m.render();
+        assert!(!text.contains("queue=\"critical\""), "{text}");
+        assert!(text.contains("queue=\"bulk\",scaler=\"other\""), "{text}");
+        m.remove_scaler("other");
+        assert!(!m.render().contains("qscale_queue_backlog_messages{"));
     }
 }

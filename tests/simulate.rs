@@ -587,6 +587,16 @@ fn bad_traces_patterns_and_flags_give_one_clear_line_never_a_panic() {
             2,
             "cannot read config file",
         ),
+        (
+            vec![
+                "--config",
+                "config/sqs-inference-dlq.toml",
+                "--trace",
+                "constant:rate=1",
+            ],
+            1,
+            "scaler \"inference\" drains several queues (sources), and the simulator models one queue",
+        ),
     ];
     for (extra, want_code, want) in cases {
         let mut a = vec!["simulate"];

@@ -727,8 +727,15 @@ pub fn plan(args: &HistoryArgs) -> Result<(Plan, &CommonArgs), HistoryError> {
         HistorySource::Scaler(s) => {
             let cfg = Config::load(&s.config)?;
             let scaler = pick_scaler(&cfg, s.scaler.as_deref(), &s.config)?;
+            let Some(source) = &scaler.source else {
+                return Err(HistoryError::Usage(format!(
+                    "scaler {:?} drains several queues (sources); read each queue's history \
+                     on its own with `qscale history sqs` or `qscale history prometheus`",
+                    scaler.name
+                )));
+            };
             Ok((
-                Plan::for_source(&scaler.source, s.start_backlog, s.step)?,
+                Plan::for_source(source, s.start_backlog, s.step)?,
                 &s.common,
             ))
         }

@@ -78,8 +78,9 @@ pub(crate) struct Observation {
     pub in_flight: Option<u64>,
     /// The source's own arrival rate, if it measures one.
     pub arrival_rate: Option<f64>,
-    /// Workers that are up (ready, else desired).
-    pub workers: u32,
+    /// Workers that are up (ready, else desired); in a pool that drains
+    /// several queues, this queue's share of them.
+    pub workers: f64,
 }
 
 /// The estimates after an observation.
@@ -259,7 +260,7 @@ impl Estimator {
         let saturated = prev.visible > 0 && cur.visible > 0;
         let busy = match (prev.in_flight, cur.in_flight) {
             (Some(a), Some(b)) => Some((a + b) as f64 / 2.0),
-            _ if saturated => Some(f64::from(o.workers)),
+            _ if saturated => Some(o.workers),
             _ => None,
         };
 
@@ -385,7 +386,7 @@ mod tests {
             visible,
             in_flight,
             arrival_rate: arrival,
-            workers,
+            workers: f64::from(workers),
         }
     }
 

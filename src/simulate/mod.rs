@@ -162,6 +162,12 @@ pub enum SimulateError {
     #[error("{path} has several scalers ({names}); pick one with --scaler")]
     WhichScaler { path: PathBuf, names: String },
     #[error(
+        "scaler {0:?} drains several queues (sources), and the simulator models one queue: \
+         simulate a copy of the scaler with the queue that matters as its [scaler.source] \
+         and that queue's settings in [scaler.policy]"
+    )]
+    SeveralQueues(String),
+    #[error(
         "seconds per message unknown for scaler {0:?}: give --seconds-per-message \
          (or set policy.throughput.seconds_per_message)"
     )]
@@ -216,10 +222,16 @@ pub struct QscalePolicy {
 
 impl QscalePolicy {
     /// The policy of `scaler`, polled every `poll` (whole seconds, >= 1).
+    /// The model is one queue: for a scaler with several (which
+    /// [`pick_scaler`] refuses) its first queue is simulated.
     pub fn new(scaler: &ScalerConfig, poll: Duration) -> QscalePolicy {
-        let caps = scaler.source.capabilities();
+        let queues = scaler.queues();
+        let caps = queues
+            .first()
+            .map_or(Capabilities::none(), |q| q.source.capabilities());
+        let policy = queues.first().map_or(&scaler.policy, |q| &q.policy);
         QscalePolicy {
-            policy: Policy::new(&scaler.policy, &caps),
+            policy: Policy::new(policy, &caps),
             state: PolicyState::new(),
             caps,
             poll: poll.as_secs().max(1),
@@ -318,7 +330,7 @@ pub fn pick_scaler<'a>(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    match name {
+    let scaler = match name {
         Some(n) => cfg.scaler(n).ok_or_else(|| SimulateError::NoSuchScaler {
             path: path.to_path_buf(),
             name: n.to_string(),
@@ -329,7 +341,11 @@ pub fn pick_scaler<'a>(
             path: path.to_path_buf(),
             names: names(),
         }),
+    }?;
+    if scaler.is_multi_queue() {
+        return Err(SimulateError::SeveralQueues(scaler.name.clone()));
     }
+    Ok(scaler)
 }
 
 /// The scenario for `scaler`, from the flags and the scaler's own settings.
