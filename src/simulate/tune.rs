@@ -547,7 +547,8 @@ fn simulate_at(
 ) -> Run {
     // The first replicas are min_replicas, a knob of the search.
     scenario.initial_replicas = s.policy.min_replicas;
-    let mut q = QscalePolicy::new(s, s.poll_interval.unwrap_or(default_poll));
+    let mut q = QscalePolicy::new(s, s.poll_interval.unwrap_or(default_poll))
+        .with_seed(scenario.workers.seed);
     run(scenario, &mut q, name)
 }
 
