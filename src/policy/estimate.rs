@@ -529,6 +529,31 @@ mod tests {
     }
 
     #[test]
+    fn the_first_reading_waits_for_a_tenth_of_the_backlog_to_drain() {
+        // 40 busy workers, 1,326 waiting: 3 fewer after 10 s (nearly as
+        // many arrived as were taken) would read as 133 s per message; the
+        // first reading waits until 133 have drained.
+        let t0 = Instant::now();
+        let mut e = Estimator::default();
+        e.observe(t0, &obs(1366, 1326, Some(40), None, 40), None);
+        let est = e.observe(
+            t0 + Duration::from_secs(10),
+            &obs(1363, 1323, Some(40), None, 40),
+            None,
+        );
+        assert_eq!(est.seconds_per_message, None);
+        let est = e.observe(
+            t0 + Duration::from_secs(40),
+            &obs(1140, 1100, Some(40), None, 40),
+            None,
+        );
+        // 40 workers x 40 s over 226 messages: 7 s, an upper bound far
+        // closer than 133.
+        let s = est.seconds_per_message.unwrap();
+        assert!((s - 1600.0 / 226.0).abs() < 1e-6, "{s}");
+    }
+
+    #[test]
     fn small_drops_teach_nothing() {
         let t0 = Instant::now();
         let mut e = Estimator::default();
