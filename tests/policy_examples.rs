@@ -596,6 +596,31 @@ fn example_bounds() {
     );
 }
 
+/// Section 6's FIFO case: 8 message groups, so `max_parallelism = 8`.
+#[test]
+fn example_max_parallelism_caps_a_fifo_pool() {
+    let p = policy(|c| {
+        c.messages_per_replica = Some(10.0);
+        c.max_parallelism = Some(8);
+    });
+    let d = decide(
+        &p,
+        &mut PolicyState::new(),
+        Some(&sample(120, 6)),
+        cur(6),
+        Instant::now(),
+    );
+    expect(
+        &d,
+        8,
+        &[
+            "signal: backlog 126 / 10 per replica -> 13",
+            "rate limit: scale-up limited to max(+100% per 15s, +4 pods per 15s) -> 12",
+            "bounds: 12 clamped to max_parallelism 8 (no more workers can be busy at once) -> 8",
+        ],
+    );
+}
+
 // ---- Example 12: fallback ---------------------------------------------------------------
 
 #[test]
