@@ -175,10 +175,10 @@ pub struct Prepared {
 /// One scaler: its config, policy, state, and lazily built clients.
 pub struct Scaler {
     name: String,
-    cfg: ScalerConfig,
+    /// Shared with the daemon's record of what runs (`Running::key`).
+    cfg: Arc<ScalerConfig>,
     defaults: DefaultsConfig,
     policy: Policy,
-    paused_policy: Policy,
     state: Arc<Mutex<PolicyState>>,
     rt: Runtime,
     source: Option<Arc<dyn QueueSource>>,
@@ -199,10 +199,6 @@ impl Scaler {
     ) -> Scaler {
         let caps = cfg.source.capabilities();
         let policy = Policy::new(&cfg.policy, &caps);
-        let paused_policy = Policy {
-            paused: true,
-            ..policy.clone()
-        };
         let mut st = ScalerStatus::new(
             &cfg.name,
             cfg.source.kind(),
@@ -217,10 +213,9 @@ impl Scaler {
             .init_scaler(&cfg.name, cfg.source.kind(), cfg.target.kind());
         Scaler {
             name: cfg.name.clone(),
-            cfg,
+            cfg: Arc::new(cfg),
             defaults,
             policy,
-            paused_policy,
             state,
             rt,
             source: None,
@@ -249,6 +244,20 @@ impl Scaler {
 
     fn poll_interval(&self) -> Duration {
         self.cfg.poll_interval(&self.defaults)
+    }
+
+    /// The policy to decide with: the scaler's own, or a paused copy of it
+    /// while paused (made only then: a second copy in every scaler would
+    /// cost hundreds of bytes for a state that is rare).
+    fn policy_for(&self, paused: bool) -> std::borrow::Cow<'_, Policy> {
+        if paused {
+            std::borrow::Cow::Owned(Policy {
+                paused: true,
+                ..self.policy.clone()
+            })
+        } else {
+            std::borrow::Cow::Borrowed(&self.policy)
+        }
     }
 
     fn dry_run(&self) -> bool {
@@ -333,14 +342,10 @@ impl Scaler {
         let decision = match &current {
             Ok(c) => {
                 let t = Instant::now();
-                let policy = if paused_by.is_some() {
-                    &self.paused_policy
-                } else {
-                    &self.policy
-                };
+                let policy = self.policy_for(paused_by.is_some());
                 let mut state = self.state.lock().await;
                 let now = clock.now().into_std();
-                let d = decide(policy, &mut state, sample.as_ref().ok(), *c, now);
+                let d = decide(&policy, &mut state, sample.as_ref().ok(), *c, now);
                 drop(state);
                 self.observe("decide", t.elapsed());
                 // Every poll's reasoning, for `RUST_LOG=qscale=debug`; the
@@ -450,14 +455,10 @@ impl Scaler {
                     .inc();
                 let fresh =
                     bounded(timeout, target.current(), TargetError::Timeout(timeout)).await?;
-                let policy = if paused {
-                    &self.paused_policy
-                } else {
-                    &self.policy
-                };
+                let policy = self.policy_for(paused);
                 let mut state = self.state.lock().await;
                 let now = self.rt.shared.clock.now().into_std();
-                let d2 = decide(policy, &mut state, sample, fresh, now);
+                let d2 = decide(&policy, &mut state, sample, fresh, now);
                 drop(state);
                 if !d2.changes() || d2.paused {
                     return Ok(None);
@@ -712,7 +713,16 @@ impl Scaler {
 
     /// Poll until `shutdown` turns true. The read-only half of a poll is
     /// abandoned at shutdown; a write in progress is allowed to finish.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Scaler {
+    ///
+    /// The scaler, its result and a poll's futures are boxed. A tokio task
+    /// is as big as the larger of its future and its output, for as long as
+    /// it lives: inline, the scaler (in the future and again as the output)
+    /// and the largest poll future (the write, with its re-decide on a
+    /// conflict) made every task over 5 KB for the whole time it sleeps
+    /// between polls, and thousands of scalers sleep at once. Boxed, the
+    /// task is a few hundred bytes and a poll's futures exist only while it
+    /// runs.
+    pub async fn run(mut self: Box<Self>, mut shutdown: watch::Receiver<bool>) -> Box<Scaler> {
         let interval = self.poll_interval();
         let clock = self.rt.shared.clock;
         // Spread the first polls of many scalers over up to a (virtual) second.
@@ -728,10 +738,10 @@ impl Scaler {
                 _ = shutdown.changed() => return self,
             }
             let prepared = tokio::select! {
-                p = self.prepare() => p,
+                p = Box::pin(self.prepare()) => p,
                 _ = shutdown.changed() => return self,
             };
-            self.finish(prepared).await;
+            Box::pin(self.finish(prepared)).await;
             next = clock.now() + jittered(interval);
         }
     }
@@ -832,9 +842,11 @@ async fn bounded<T, E>(
 }
 
 struct Running {
-    key: (ScalerConfig, DefaultsConfig),
+    /// What the task runs: its config (the task's own copy, shared) and the
+    /// defaults it was started with; a reload compares against it.
+    key: (Arc<ScalerConfig>, DefaultsConfig),
     stop: watch::Sender<bool>,
-    handle: JoinHandle<Scaler>,
+    handle: JoinHandle<Box<Scaler>>,
 }
 
 /// The supervisor of all scaler tasks.
@@ -899,9 +911,8 @@ impl Daemon {
             }
         }
         for s in &new.scalers {
-            let key = (s.clone(), new.defaults.clone());
             match self.running.get(&s.name) {
-                Some(r) if r.key == key => summary.unchanged += 1,
+                Some(r) if *r.key.0 == *s && r.key.1 == new.defaults => summary.unchanged += 1,
                 existing => {
                     if existing.is_some() {
                         if let Some(r) = self.running.remove(&s.name) {
@@ -931,7 +942,8 @@ impl Daemon {
                         .clone();
                     let scaler =
                         Scaler::new(s.clone(), new.defaults.clone(), state, self.rt.clone());
-                    self.spawn(scaler, key);
+                    let key = (scaler.cfg.clone(), new.defaults.clone());
+                    self.start_task(scaler, key);
                 }
             }
         }
@@ -941,9 +953,18 @@ impl Daemon {
 
     /// Run a prepared scaler under this daemon (tests inject clients this way).
     pub fn spawn(&mut self, scaler: Scaler, key: (ScalerConfig, DefaultsConfig)) {
+        let cfg = if *scaler.cfg == key.0 {
+            scaler.cfg.clone()
+        } else {
+            Arc::new(key.0)
+        };
+        self.start_task(scaler, (cfg, key.1));
+    }
+
+    fn start_task(&mut self, scaler: Scaler, key: (Arc<ScalerConfig>, DefaultsConfig)) {
         let (stop, rx) = watch::channel(false);
         let name = scaler.name().to_string();
-        let handle = tokio::spawn(scaler.run(rx));
+        let handle = tokio::spawn(Box::new(scaler).run(rx));
         self.running.insert(name, Running { key, stop, handle });
     }
 
@@ -959,7 +980,7 @@ impl Daemon {
     }
 }
 
-async fn futures_join(handles: Vec<JoinHandle<Scaler>>) {
+async fn futures_join(handles: Vec<JoinHandle<Box<Scaler>>>) {
     for h in handles {
         let _ = h.await;
     }
@@ -1016,6 +1037,35 @@ mod tests {
             !p.reason.contains("oldest message"),
             "a losing signal is left out: {}",
             p.reason
+        );
+    }
+
+    #[tokio::test]
+    async fn a_scaler_and_its_sleeping_task_take_under_a_kibibyte_each() {
+        // Issue 14: 10 000 scalers in 160 MiB. The task lives for as long as
+        // the scaler runs, mostly asleep between polls; what a poll needs is
+        // boxed while it runs (see `Scaler::run`).
+        let text = "[[scaler]]\nname = \"a\"\n[scaler.source]\nkind = \"demo\"\nqueue = \"q\"\npattern = \"constant:rate=1\"\n[scaler.target]\nkind = \"demo\"\nqueue = \"q\"\nseconds_per_message = 0.5\n[scaler.policy]\nmin_replicas = 1\nmax_replicas = 5\nmessages_per_replica = 5\n";
+        let cfg = Config::from_str_with_env(text, std::path::Path::new("t.toml"), Vec::new())
+            .expect("valid config");
+        let rt = Runtime::new(Clients::new(), false);
+        let s = Scaler::new(
+            cfg.scalers[0].clone(),
+            cfg.defaults.clone(),
+            Default::default(),
+            rt,
+        );
+        assert!(
+            std::mem::size_of::<Scaler>() < 1024,
+            "{}",
+            std::mem::size_of::<Scaler>()
+        );
+        let (_stop, rx) = watch::channel(false);
+        let task = Box::new(s).run(rx);
+        assert!(
+            std::mem::size_of_val(&task) < 1024,
+            "{}",
+            std::mem::size_of_val(&task)
         );
     }
 }

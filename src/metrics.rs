@@ -390,6 +390,8 @@ impl Values {
         let i = match list.binary_search_by(|k| (*k.kind).cmp(kind)) {
             Ok(i) => i,
             Err(i) => {
+                // Nearly always the only kind: no room for more.
+                list.reserve_exact(1);
                 list.insert(
                     i,
                     KindErrors {
@@ -1510,7 +1512,11 @@ mod tests {
             }
         }
         used.sort();
-        assert_eq!(used, (0..GAUGES).collect::<Vec<_>>(), "every slot used once");
+        assert_eq!(
+            used,
+            (0..GAUGES).collect::<Vec<_>>(),
+            "every slot used once"
+        );
     }
 
     #[test]

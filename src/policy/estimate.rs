@@ -106,8 +106,12 @@ pub(crate) struct Estimator {
     /// The drain being watched: busy worker-seconds since it started, and
     /// the visible count it started from.
     drain_run: Option<(f64, u64)>,
-    /// Cumulative arrivals since the estimator started, at each sample.
-    arrived: VecDeque<(Instant, f64)>,
+    /// Cumulative arrivals since the estimator started, at each sample, the
+    /// time as nanoseconds since `base`: 16 bytes a point where an
+    /// `Instant` would take 24, for up to [`AGE_POINTS`] points per scaler.
+    arrived: VecDeque<(u64, f64)>,
+    /// When the arrival history (re)started.
+    base: Option<Instant>,
     /// The last sample that saw no visible message.
     last_empty: Option<Instant>,
     /// Estimated arrivals that came out negative, to be netted against the
@@ -161,11 +165,31 @@ impl Estimator {
 
     fn restart_history(&mut self, now: Instant) {
         self.arrived.clear();
-        self.arrived.push_back((now, 0.0));
+        self.base = Some(now);
+        self.arrived.push_back((0, 0.0));
+    }
+
+    /// A point's time as stored: nanoseconds since `base` (exact; u64
+    /// nanoseconds last 584 years).
+    fn offset(&self, at: Instant) -> u64 {
+        self.base.map_or(0, |b| {
+            u64::try_from(at.saturating_duration_since(b).as_nanos()).unwrap_or(u64::MAX)
+        })
+    }
+
+    /// A stored time as an `Instant`.
+    fn instant(&self, offset: u64, now: Instant) -> Instant {
+        self.base.unwrap_or(now) + Duration::from_nanos(offset)
     }
 
     fn record_arrivals(&mut self, now: Instant, total: f64) {
-        self.arrived.push_back((now, total));
+        // The history grows as it fills, by doubling, but never past one
+        // point more than it keeps (a plain push would double 256 to 512).
+        if self.arrived.len() == self.arrived.capacity() {
+            let want = (self.arrived.len() * 2).clamp(4, AGE_POINTS + 1);
+            self.arrived.reserve_exact(want - self.arrived.len());
+        }
+        self.arrived.push_back((self.offset(now), total));
         if self.arrived.len() > AGE_POINTS {
             // Thin the older half: drop every other point. Cumulative counts
             // stay exact at the points kept; only the resolution coarsens.
@@ -193,6 +217,7 @@ impl Estimator {
         let mut newer: Option<(Instant, f64)> = None;
         let mut found = None;
         for &(at, cum) in self.arrived.iter().rev() {
+            let at = self.instant(at, now);
             if cum <= target {
                 let t = match newer {
                     Some((nt, nc)) if nc > cum => {
@@ -215,6 +240,7 @@ impl Estimator {
             // Older than the whole history, for all we know.
             (None, None) => {
                 let &(first, _) = self.arrived.front()?;
+                let first = self.instant(first, now);
                 (self.arrived.len() >= 2).then(|| (now.saturating_duration_since(first), true))
             }
         }
@@ -515,6 +541,11 @@ mod tests {
             assert_eq!(est.oldest_age.is_some(), i > 0, "{i}");
         }
         assert!(e.arrived.len() <= AGE_POINTS, "{}", e.arrived.len());
+        assert!(
+            e.arrived.capacity() <= AGE_POINTS + 1,
+            "{}",
+            e.arrived.capacity()
+        );
         let est = e.observe(
             t0 + Duration::from_secs(10_001),
             &obs(0, 0, Some(0), None, 0),
