@@ -174,7 +174,6 @@ pub struct Prepared {
 
 /// One scaler: its config, policy, state, and lazily built clients.
 pub struct Scaler {
-    name: String,
     /// Shared with the daemon's record of what runs (`Running::key`).
     cfg: Arc<ScalerConfig>,
     defaults: DefaultsConfig,
@@ -212,7 +211,6 @@ impl Scaler {
         rt.metrics
             .init_scaler(&cfg.name, cfg.source.kind(), cfg.target.kind());
         Scaler {
-            name: cfg.name.clone(),
             cfg: Arc::new(cfg),
             defaults,
             policy,
@@ -239,7 +237,7 @@ impl Scaler {
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.cfg.name
     }
 
     fn poll_interval(&self) -> Duration {
@@ -353,7 +351,7 @@ impl Scaler {
                 if tracing::enabled!(tracing::Level::DEBUG) {
                     let reasons: Vec<String> = d.reasons.iter().map(|r| r.to_string()).collect();
                     tracing::debug!(
-                        scaler = %self.name,
+                        scaler = %self.cfg.name,
                         current = c.desired,
                         ready = ?c.ready,
                         replicas = d.replicas,
@@ -380,7 +378,7 @@ impl Scaler {
 
     /// Act on a prepared poll and record everything it saw.
     pub async fn finish(&mut self, p: Prepared) {
-        let leader = self.rt.leadership.may_actuate(&self.name);
+        let leader = self.rt.leadership.may_actuate(&self.cfg.name);
         let mut decision = p.decision;
         let current = p.current.clone().ok();
         let mut action = None;
@@ -447,11 +445,11 @@ impl Scaler {
                 Ok(Some((d.clone(), cur)))
             }
             Err(TargetError::Conflict(msg)) => {
-                tracing::info!(scaler = %self.name, "write conflict ({msg}); re-reading and re-deciding");
+                tracing::info!(scaler = %self.cfg.name, "write conflict ({msg}); re-reading and re-deciding");
                 self.rt
                     .metrics
                     .target_errors
-                    .with_label_values(&[&self.name, self.cfg.target.kind(), "conflict"])
+                    .with_label_values(&[&self.cfg.name, self.cfg.target.kind(), "conflict"])
                     .inc();
                 let fresh =
                     bounded(timeout, target.current(), TargetError::Timeout(timeout)).await?;
@@ -485,11 +483,11 @@ impl Scaler {
         self.rt
             .metrics
             .scale_operations
-            .with_label_values(&[&self.name, direction])
+            .with_label_values(&[&self.cfg.name, direction])
             .inc();
         let reasons: Vec<String> = d.reasons.iter().map(|r| r.to_string()).collect();
         tracing::info!(
-            scaler = %self.name,
+            scaler = %self.cfg.name,
             from,
             to = d.replicas,
             reasons = %reasons.join("; "),
@@ -510,12 +508,14 @@ impl Scaler {
         match bounded(timeout, target.conflicts(), TargetError::Timeout(timeout)).await {
             Ok(warnings) => {
                 for w in &warnings {
-                    tracing::warn!(scaler = %self.name, "{w}");
+                    tracing::warn!(scaler = %self.cfg.name, "{w}");
                 }
-                self.rt.status.update(&self.name, |s| s.warnings = warnings);
+                self.rt
+                    .status
+                    .update(&self.cfg.name, |s| s.warnings = warnings);
             }
             Err(e) => {
-                tracing::debug!(scaler = %self.name, error = %e, "could not check for other controllers");
+                tracing::debug!(scaler = %self.cfg.name, error = %e, "could not check for other controllers");
             }
         }
     }
@@ -524,7 +524,7 @@ impl Scaler {
         self.rt
             .metrics
             .poll_duration
-            .with_label_values(&[&self.name, phase])
+            .with_label_values(&[&self.cfg.name, phase])
             .observe(d.as_secs_f64());
     }
 
@@ -534,9 +534,9 @@ impl Scaler {
         self.rt
             .metrics
             .target_errors
-            .with_label_values(&[&self.name, self.cfg.target.kind(), pe.label])
+            .with_label_values(&[&self.cfg.name, self.cfg.target.kind(), pe.label])
             .inc();
-        self.errors.error(&self.name, &pe);
+        self.errors.error(&self.cfg.name, &pe);
         pe
     }
 
@@ -553,7 +553,7 @@ impl Scaler {
         started: Instant,
     ) {
         let m = &self.rt.metrics;
-        let name = self.name.as_str();
+        let name = self.cfg.name.as_str();
         let mut error = None;
         match sample {
             Ok(s) => m.record_sample(name, s),
@@ -852,6 +852,9 @@ struct Running {
 /// The supervisor of all scaler tasks.
 pub struct Daemon {
     rt: Runtime,
+    /// The daemon-wide settings of the running config, without its
+    /// scalers: each scaler's config lives once, shared by its task and
+    /// its `Running::key` (at 10 000 scalers another copy here was ~10 MB).
     config: Config,
     running: HashMap<String, Running>,
     states: HashMap<String, Arc<Mutex<PolicyState>>>,
@@ -871,15 +874,13 @@ impl Daemon {
     pub fn start(rt: Runtime, config: Config) -> Daemon {
         let mut d = Daemon {
             rt,
-            config: config.clone(),
+            config: Config {
+                scalers: Vec::new(),
+                ..config.clone()
+            },
             running: HashMap::new(),
             states: HashMap::new(),
         };
-        let empty = Config {
-            scalers: Vec::new(),
-            ..config.clone()
-        };
-        d.config = empty;
         d.apply(config);
         d
     }
@@ -888,19 +889,22 @@ impl Daemon {
         &self.rt
     }
 
+    /// The running config's daemon-wide settings (`server`, `defaults`,
+    /// `leader_election`, ...); its `scalers` list is empty.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
     /// Move to `new`: start new scalers, restart changed ones (keeping their
     /// policy state), stop removed ones, leave unchanged ones alone.
-    pub fn apply(&mut self, new: Config) -> ReloadSummary {
+    pub fn apply(&mut self, mut new: Config) -> ReloadSummary {
         let mut summary = ReloadSummary::default();
-        let wanted: HashMap<&str, &ScalerConfig> =
-            new.scalers.iter().map(|s| (s.name.as_str(), s)).collect();
+        let scalers = std::mem::take(&mut new.scalers);
+        let wanted: std::collections::HashSet<&str> =
+            scalers.iter().map(|s| s.name.as_str()).collect();
         let names: Vec<String> = self.running.keys().cloned().collect();
         for name in names {
-            if !wanted.contains_key(name.as_str())
+            if !wanted.contains(name.as_str())
                 && let Some(r) = self.running.remove(&name)
             {
                 let _ = r.stop.send(true);
@@ -910,9 +914,10 @@ impl Daemon {
                 summary.stopped.push(name);
             }
         }
-        for s in &new.scalers {
+        drop(wanted);
+        for s in scalers {
             match self.running.get(&s.name) {
-                Some(r) if *r.key.0 == *s && r.key.1 == new.defaults => summary.unchanged += 1,
+                Some(r) if *r.key.0 == s && r.key.1 == new.defaults => summary.unchanged += 1,
                 existing => {
                     if existing.is_some() {
                         if let Some(r) = self.running.remove(&s.name) {
@@ -940,8 +945,7 @@ impl Daemon {
                         .entry(s.name.clone())
                         .or_insert_with(|| Arc::new(Mutex::new(PolicyState::new())))
                         .clone();
-                    let scaler =
-                        Scaler::new(s.clone(), new.defaults.clone(), state, self.rt.clone());
+                    let scaler = Scaler::new(s, new.defaults.clone(), state, self.rt.clone());
                     let key = (scaler.cfg.clone(), new.defaults.clone());
                     self.start_task(scaler, key);
                 }
