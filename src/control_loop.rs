@@ -411,7 +411,7 @@ impl Scaler {
         self.record(
             &p.sample,
             &p.current,
-            decision.as_ref(),
+            decision,
             p.paused_by,
             leader,
             action,
@@ -545,7 +545,7 @@ impl Scaler {
         &mut self,
         sample: &Result<Sample, SourceError>,
         current: &Result<Replicas, TargetError>,
-        decision: Option<&Decision>,
+        decision: Option<Decision>,
         paused_by: Option<&'static str>,
         leader: bool,
         action: Option<ActionStatus>,
@@ -588,7 +588,7 @@ impl Scaler {
                 error = error.or(Some(pe));
             }
         }
-        if let Some(d) = decision {
+        if let Some(d) = &decision {
             m.replicas
                 .with_label_values(&[name, "desired"])
                 .set(i64::from(d.replicas));
@@ -631,7 +631,7 @@ impl Scaler {
             sample.as_ref().map(|s| s.notes.clone()).unwrap_or_default();
         // The queue's settings against the processing time, when both are
         // known; a failed poll keeps the last ones shown.
-        let settings = match (sample, decision) {
+        let settings = match (sample, &decision) {
             (Ok(s), Some(d)) => Some(queue_setting_warnings(
                 s.visibility_timeout,
                 s.max_receive_count,
@@ -650,11 +650,12 @@ impl Scaler {
                 unix(now_wall),
                 sample.as_ref().ok(),
                 current.as_ref().ok(),
-                decision,
+                decision.as_ref(),
                 action.as_ref(),
                 error.is_some(),
             ),
         );
+        let decided = decision.is_some();
         self.rt.status.update(name, |st| {
             st.last_poll = Some(unix(now_wall));
             st.leader = leader;
@@ -674,8 +675,9 @@ impl Scaler {
             }
             if let Some(d) = decision {
                 st.desired = Some(d.replicas);
-                st.reasons = d.reasons.clone();
-                st.proposals = d.proposals.clone();
+                // Moved, not cloned: the poll is done with them.
+                st.reasons = d.reasons;
+                st.proposals = d.proposals;
                 st.arrival_rate = d.arrival_rate;
                 st.seconds_per_message = d.seconds_per_message;
                 st.dead_letter_rate = d.dead_letter_rate;
@@ -684,7 +686,7 @@ impl Scaler {
                 st.fallback_active = d.fallback_active;
             }
             st.consecutive_failures = consecutive;
-            st.last_poll_decided = decision.is_some();
+            st.last_poll_decided = decided;
             if let Some(a) = action {
                 st.last_action = Some(a);
             }
@@ -801,7 +803,14 @@ fn timeline_poll(
             from: a.from,
             to: a.to,
         }),
-        reason: decision.map(|d| one_line(d, winner)).unwrap_or_default(),
+        // Only a poll that can become a timeline event (a write, or a
+        // decided count other than the target's) keeps its reason: the
+        // timeline drops the others', and formatting one every poll of
+        // every scaler cost more than the rest of the timeline.
+        reason: decision
+            .filter(|d| action.is_some() || current.map(|c| c.desired) != Some(d.replicas))
+            .map(|d| one_line(d, winner))
+            .unwrap_or_default(),
     }
 }
 
@@ -1042,6 +1051,57 @@ mod tests {
             "a losing signal is left out: {}",
             p.reason
         );
+    }
+
+    #[test]
+    fn a_poll_that_cannot_become_a_timeline_event_carries_no_reason() {
+        let cfg: PolicyConfig =
+            toml::from_str("min_replicas = 1\nmax_replicas = 4\nmessages_per_replica = 10")
+                .expect("policy");
+        let caps = Capabilities {
+            oldest_age: false,
+            arrival_rate: false,
+            in_flight: false,
+            delayed: false,
+            count_in_flight: false,
+            count_delayed: false,
+        };
+        let policy = Policy::new(&cfg, &caps);
+        let sample = Sample {
+            visible: Some(20),
+            ..Sample::empty(SystemTime::now())
+        };
+        let current = Replicas {
+            desired: 2,
+            ready: Some(2),
+        };
+        let d = decide(
+            &policy,
+            &mut PolicyState::new(),
+            Some(&sample),
+            current,
+            Instant::now(),
+        );
+        assert_eq!(d.replicas, 2, "{:?}", d.reasons);
+        // Decided what the target has, nothing written: no event, no reason.
+        let p = timeline_poll(1.0, Some(&sample), Some(&current), Some(&d), None, false);
+        assert_eq!(p.reason, "");
+        // The same decision written (a target that had drifted) is an event.
+        let wrote = ActionStatus {
+            from: 3,
+            to: 2,
+            at: 1.0,
+            reasons: Vec::new(),
+        };
+        let p = timeline_poll(
+            1.0,
+            Some(&sample),
+            Some(&current),
+            Some(&d),
+            Some(&wrote),
+            false,
+        );
+        assert!(p.reason.starts_with("signal: backlog 20"), "{}", p.reason);
     }
 
     #[tokio::test]
