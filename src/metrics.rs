@@ -41,7 +41,7 @@
 //! unbounded extra label, can be registered there as before and is rendered
 //! with the rest.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -414,10 +414,13 @@ fn lock(c: &Mutex<Values>) -> std::sync::MutexGuard<'_, Values> {
     c.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The per-scaler values, by scaler name.
+/// The per-scaler values, by scaler name. A hash map: every poll looks a
+/// scaler up a dozen times (once per series it sets), and comparing names
+/// down a tree cost a fifth of a poll's instructions at 300 scalers; a
+/// scrape sorts the names once instead.
 #[derive(Debug, Default)]
 struct Store {
-    scalers: RwLock<BTreeMap<Arc<str>, Cell>>,
+    scalers: RwLock<HashMap<Arc<str>, Cell>>,
 }
 
 impl Store {
@@ -442,8 +445,12 @@ impl Store {
     /// Every scaler in name order, without holding the map's lock while
     /// the caller reads them.
     fn snapshot(&self) -> Vec<(Arc<str>, Cell)> {
-        let map = self.scalers.read().unwrap_or_else(PoisonError::into_inner);
-        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        let mut all: Vec<(Arc<str>, Cell)> = {
+            let map = self.scalers.read().unwrap_or_else(PoisonError::into_inner);
+            map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 }
 
