@@ -257,10 +257,46 @@ fn history(args: &crate::history::HistoryArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `--trace history:...`: the scaler's own history, read here because the
+/// simulator never touches a client. `Ok(None)` for a file or a pattern;
+/// `Err` holds the exit code after the error was printed.
+fn inline_history(
+    trace: Option<&str>,
+    config: Option<&std::path::Path>,
+    scaler: Option<&str>,
+) -> anyhow::Result<Result<Option<crate::world::trace::Trace>, ExitCode>> {
+    let (Some(trace), Some(config)) = (trace, config) else {
+        return Ok(Ok(None));
+    };
+    let Some(args) = crate::history::inline::parse(trace, config, scaler) else {
+        return Ok(Ok(None));
+    };
+    let read = match args {
+        Ok(args) => runtime()?.block_on(crate::history::read(&args, &mut std::io::stderr())),
+        Err(e) => Err(e),
+    };
+    Ok(match read {
+        Ok(h) => Ok(Some(h.trace)),
+        Err(crate::history::HistoryError::Config(e)) => Err(config_problems(&e)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::from(1))
+        }
+    })
+}
+
 /// `qscale simulate`: exit 0, 2 for a config to fix (every problem listed,
 /// as `qscale check`), 1 for anything else.
 fn simulate(args: &crate::simulate::SimulateArgs) -> anyhow::Result<ExitCode> {
-    match crate::simulate::execute(args, &mut std::io::stdout().lock()) {
+    let preloaded = match inline_history(
+        args.trace.as_deref(),
+        args.config.as_deref(),
+        args.scaler.as_deref(),
+    )? {
+        Ok(t) => t,
+        Err(code) => return Ok(code),
+    };
+    match crate::simulate::execute_with(args, preloaded, &mut std::io::stdout().lock()) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(crate::simulate::SimulateError::Config(e)) => Ok(config_problems(&e)),
         Err(e) => Err(e.into()),
@@ -272,7 +308,15 @@ fn simulate(args: &crate::simulate::SimulateArgs) -> anyhow::Result<ExitCode> {
 /// as one line.
 fn tune(args: &crate::simulate::tune::TuneArgs) -> anyhow::Result<ExitCode> {
     use crate::simulate::{SimulateError, tune::TuneError};
-    match crate::simulate::tune::execute(args, &mut std::io::stdout().lock()) {
+    let preloaded = match inline_history(
+        Some(&args.trace),
+        Some(&args.config),
+        args.scaler.as_deref(),
+    )? {
+        Ok(t) => t,
+        Err(code) => return Ok(code),
+    };
+    match crate::simulate::tune::execute_with(args, preloaded, &mut std::io::stdout().lock()) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(TuneError::Simulate(SimulateError::Config(e))) => Ok(config_problems(&e)),
         Err(e) => {
@@ -311,27 +355,39 @@ pub fn check(path: &std::path::Path, out: &mut dyn Write, err: &mut dyn Write) -
 /// One line describing a scaler: what it watches, what it resizes, how.
 pub fn summary(cfg: &Config, s: &crate::config::ScalerConfig) -> String {
     let p = &s.policy;
-    let mut signals = Vec::new();
-    if let Some(m) = p.messages_per_replica {
-        signals.push(format!("backlog/{m}"));
-    }
-    if let Some(t) = &p.throughput {
-        match t.seconds_per_message {
-            Some(spm) => signals.push(format!("throughput {spm}s/msg")),
-            None => signals.push("throughput (learned)".to_string()),
+    let signals = |p: &crate::policy::PolicyConfig| {
+        let mut signals = Vec::new();
+        if let Some(m) = p.messages_per_replica {
+            signals.push(format!("backlog/{m}"));
         }
-    }
-    if let Some(a) = p.max_message_age {
-        signals.push(format!("age<={}", humantime::format_duration(a)));
-    }
+        if let Some(t) = &p.throughput {
+            match t.seconds_per_message {
+                Some(spm) => signals.push(format!("throughput {spm}s/msg")),
+                None => signals.push("throughput (learned)".to_string()),
+            }
+        }
+        if let Some(a) = p.max_message_age {
+            signals.push(format!("age<={}", humantime::format_duration(a)));
+        }
+        signals.join(" + ")
+    };
+    let signals = if s.is_multi_queue() {
+        s.queues()
+            .iter()
+            .map(|q| format!("{}: {}", q.name, signals(&q.policy)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    } else {
+        signals(p)
+    };
     format!(
         "{}: {} -> {}, replicas {}..{}, signals {}, every {}{}",
         s.name,
-        s.source.describe(),
+        s.describe_sources(),
         s.target.describe(),
         p.min_replicas,
         p.max_replicas,
-        signals.join(" + "),
+        signals,
         humantime::format_duration(s.poll_interval(&cfg.defaults)),
         if p.paused { ", paused" } else { "" }
     )

@@ -1,7 +1,8 @@
 //! The configuration file: its serde types, loading, and validation.
 //!
 //! A user tunes qscale through one file (TOML or YAML, chosen by the file's
-//! extension) with one `[[scaler]]` table per queue/target pair. The file is
+//! extension) with one `[[scaler]]` table per queue/target pair (or per
+//! worker pool and the queues it drains, `[[scaler.sources]]`). The file is
 //! read with the `config` crate so that any field can be overridden from the
 //! environment with a `QSCALE__` prefix and `__` as the path separator
 //! (`QSCALE__SERVER__LISTEN=127.0.0.1:9100`).
@@ -24,7 +25,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::PolicyConfig;
+use crate::policy::{Combine, PolicyConfig};
 use crate::sources::SourceConfig;
 use crate::targets::TargetConfig;
 use crate::validate::{Problems, positive_duration};
@@ -193,15 +194,30 @@ fn default_shards() -> u32 {
     1
 }
 
-/// One queue and the workers that drain it.
+/// One queue (or several) and the workers that drain it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScalerConfig {
     /// Unique name; the `scaler` label of every metric and the key in /status.
     pub name: String,
 
-    /// Where the work waits.
-    pub source: SourceConfig,
+    /// Where the work waits: one queue. Give either this or `sources`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceConfig>,
+
+    /// Several queues drained by the same workers, e.g. a critical and a
+    /// bulk queue: at least two `[[scaler.sources]]` tables, each a source
+    /// table with a `name` and optionally its own signal settings. Give
+    /// either this or `source`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<QueueConfig>,
+
+    /// With `sources`: `sum` (default) sizes the pool for the sum of the
+    /// queues' needs, as workers that take from every queue at once need;
+    /// `max` for the largest need, for workers that drain the queues one
+    /// after the other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub combine: Option<Combine>,
 
     /// What drains it and gets resized.
     pub target: TargetConfig,
@@ -215,10 +231,243 @@ pub struct ScalerConfig {
     pub poll_interval: Option<Duration>,
 }
 
+/// One queue of a scaler that drains several (`[[scaler.sources]]`): a
+/// source table (its `kind` and fields) plus the queue's name and its own
+/// signal settings.
+// The source's fields are flattened beside `name`. `deny_unknown_fields`
+// cannot sit on a struct with a flattened field, but it need not: the
+// internally tagged source enum receives every key this struct does not
+// take and refuses the unknown ones (`tests/config_files.rs` pins that).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct QueueConfig {
+    /// Short name of this queue, unique within the scaler, shown in reasons
+    /// and /status and as the `queue` label of per-queue metrics: lowercase
+    /// letters, digits, '-' and '_', at most 32 characters.
+    pub name: String,
+
+    /// This queue's own age objective, e.g. `"30s"` for a critical queue
+    /// and `"10m"` for a bulk one; overrides `policy.max_message_age`.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub max_message_age: Option<Duration>,
+
+    /// This queue's backlog per replica; overrides
+    /// `policy.messages_per_replica`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages_per_replica: Option<f64>,
+
+    /// Seconds one worker spends on one message of this queue; overrides
+    /// `policy.throughput.seconds_per_message` (and turns the throughput
+    /// signal on for this queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_per_message: Option<f64>,
+
+    /// The queue: `kind` and that kind's fields, as in `[scaler.source]`.
+    #[serde(flatten)]
+    pub source: SourceConfig,
+}
+
+/// The longest queue name: it is a metric label value and a column in
+/// reasons.
+pub const MAX_QUEUE_NAME: usize = 32;
+
+impl QueueConfig {
+    /// The scaler's policy with this queue's own settings in place: what
+    /// the signals of this queue read.
+    pub fn policy(&self, base: &PolicyConfig) -> PolicyConfig {
+        let mut p = base.clone();
+        if let Some(a) = self.max_message_age {
+            p.max_message_age = Some(a);
+        }
+        if let Some(m) = self.messages_per_replica {
+            p.messages_per_replica = Some(m);
+        }
+        if let Some(s) = self.seconds_per_message {
+            let mut t = p.throughput.take().unwrap_or_default();
+            t.seconds_per_message = Some(s);
+            p.throughput = Some(t);
+        }
+        p
+    }
+
+    fn validate(&self, path: &str, p: &mut Problems) {
+        if self.name.is_empty() || self.name.len() > MAX_QUEUE_NAME {
+            p.push(
+                format!("{path}.name"),
+                format!("must be 1 to {MAX_QUEUE_NAME} characters"),
+            );
+        } else if !self
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_'))
+        {
+            p.push(
+                format!("{path}.name"),
+                "use only lowercase letters, digits, '-' and '_'",
+            );
+        }
+        if self.max_message_age.is_some_and(|a| a.is_zero()) {
+            p.push(format!("{path}.max_message_age"), "must be greater than 0");
+        }
+        for (field, v) in [
+            ("messages_per_replica", self.messages_per_replica),
+            ("seconds_per_message", self.seconds_per_message),
+        ] {
+            if let Some(v) = v
+                && !(v.is_finite() && v > 0.0)
+            {
+                p.push(format!("{path}.{field}"), "must be a number > 0");
+            }
+        }
+        self.source.validate(path, p);
+    }
+}
+
+/// One queue of a scaler as the daemon runs it: the single `source`, or
+/// one entry of `sources` with its own policy settings applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queue<'a> {
+    /// The entry's `name`; empty for the single `source`.
+    pub name: &'a str,
+    pub source: &'a SourceConfig,
+    /// The policy this queue's signals read.
+    pub policy: PolicyConfig,
+}
+
 impl ScalerConfig {
     /// The poll interval in force for this scaler.
     pub fn poll_interval(&self, defaults: &DefaultsConfig) -> Duration {
         self.poll_interval.unwrap_or(defaults.poll_interval)
+    }
+
+    /// Every queue this scaler watches, in the file's order: one for
+    /// `source`, one per `sources` entry. Empty only for a config that
+    /// failed validation.
+    pub fn queues(&self) -> Vec<Queue<'_>> {
+        match &self.source {
+            Some(s) => vec![Queue {
+                name: "",
+                source: s,
+                policy: self.policy.clone(),
+            }],
+            None => self
+                .sources
+                .iter()
+                .map(|q| Queue {
+                    name: &q.name,
+                    source: &q.source,
+                    policy: q.policy(&self.policy),
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether this scaler watches several queues (`sources`).
+    pub fn is_multi_queue(&self) -> bool {
+        self.source.is_none() && !self.sources.is_empty()
+    }
+
+    /// How the queues' needs combine (`sum` unless set).
+    pub fn combine(&self) -> Combine {
+        self.combine.unwrap_or_default()
+    }
+
+    /// The source kind for the `source` label of the scaler's status: the
+    /// kind of its queue, or of all its queues when they share one, else
+    /// `mixed`.
+    pub fn source_kind(&self) -> &'static str {
+        let mut kinds = self.queues().into_iter().map(|q| q.source.kind());
+        match kinds.next() {
+            None => "none",
+            Some(first) if kinds.all(|k| k == first) => first,
+            Some(_) => "mixed",
+        }
+    }
+
+    /// A one-line description of what this scaler watches.
+    pub fn describe_sources(&self) -> String {
+        match &self.source {
+            Some(s) => s.describe(),
+            None => {
+                let list: Vec<String> = self
+                    .sources
+                    .iter()
+                    .map(|q| format!("{}: {}", q.name, q.source.describe()))
+                    .collect();
+                format!("{} of [{}]", self.combine().name(), list.join("; "))
+            }
+        }
+    }
+
+    /// The `source`/`sources`/`combine` rules of one scaler, at `at`.
+    fn validate_sources(&self, at: &str, p: &mut Problems) {
+        match (&self.source, self.sources.is_empty()) {
+            (Some(s), true) => {
+                s.validate(&format!("{at}.source"), p);
+                if self.combine.is_some() {
+                    p.push(
+                        format!("{at}.combine"),
+                        "only used with [[scaler.sources]] (several queues)",
+                    );
+                }
+                self.policy.validate(&format!("{at}.policy"), p);
+                return;
+            }
+            (Some(_), false) => {
+                p.push(
+                    at,
+                    "give either source (one queue) or sources (several), not both",
+                );
+                return;
+            }
+            (None, true) => {
+                p.push(
+                    format!("{at}.source"),
+                    "missing field (required): give source (one queue) or [[scaler.sources]] (several)",
+                );
+                return;
+            }
+            (None, false) => {}
+        }
+        if self.sources.len() < 2 {
+            p.push(
+                format!("{at}.sources"),
+                "list at least two queues; for one queue use [scaler.source]",
+            );
+        }
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut queues: HashMap<(&'static str, String), usize> = HashMap::new();
+        for (j, q) in self.sources.iter().enumerate() {
+            let qp = format!("{at}.sources[{j}]");
+            q.validate(&qp, p);
+            if let Some(first) = names.insert(q.name.as_str(), j) {
+                p.push(
+                    format!("{qp}.name"),
+                    format!("duplicate queue name {:?} (also sources[{first}])", q.name),
+                );
+            }
+            if let Some(first) = queues.insert(q.source.identity(), j) {
+                p.push(
+                    &qp,
+                    format!(
+                        "the same queue as sources[{first}] ({}); its work would count twice",
+                        q.source.describe()
+                    ),
+                );
+            }
+            if !q.policy(&self.policy).has_signal() {
+                p.push(
+                    &qp,
+                    "no signal for this queue: set messages_per_replica, seconds_per_message or max_message_age here or in policy",
+                );
+            }
+        }
+        self.policy
+            .validate_without_signals(&format!("{at}.policy"), p);
     }
 }
 
@@ -452,9 +701,8 @@ impl Config {
             if let Some(pi) = s.poll_interval {
                 positive_duration(&mut p, &format!("{at}.poll_interval"), pi);
             }
-            s.source.validate(&format!("{at}.source"), &mut p);
+            s.validate_sources(&at, &mut p);
             s.target.validate(&format!("{at}.target"), &mut p);
-            s.policy.validate(&format!("{at}.policy"), &mut p);
         }
         if p.is_empty() { Ok(()) } else { Err(p) }
     }

@@ -96,6 +96,20 @@ pub struct Capabilities {
     pub count_delayed: bool,
 }
 
+impl Capabilities {
+    /// Nothing measurable: what a scaler without a source can see.
+    pub fn none() -> Capabilities {
+        Capabilities {
+            oldest_age: false,
+            arrival_rate: false,
+            in_flight: false,
+            delayed: false,
+            count_in_flight: false,
+            count_delayed: false,
+        }
+    }
+}
+
 /// A queue that can be sampled.
 #[async_trait]
 pub trait QueueSource: Send + Sync {

@@ -5,7 +5,10 @@
 //! scaler is neither paused nor in dry run, and this process leads), write
 //! it in the *same* poll: no second loop as with KEDA feeding an HPA.
 //! Every phase is bounded by a timeout, and scalers share nothing that can
-//! block, so a slow or failing scaler never delays another.
+//! block, so a slow or failing scaler never delays another. A scaler whose
+//! workers drain several queues samples them at the same time, each within
+//! the sample timeout, so a slow or failing queue delays neither the poll
+//! nor the other queues; the policy sees each queue's sample or its failure.
 //!
 //! The daemon owns the tasks. A reload diffs the new config against the
 //! running one: unchanged scalers keep running untouched; changed ones are
@@ -30,12 +33,16 @@ use tokio::time::Instant;
 use crate::clients::Clients;
 use crate::clock::Clock;
 use crate::config::{Config, DefaultsConfig, ScalerConfig};
-use crate::contract::{QueueSource, Sample, SourceError};
+use crate::contract::{Capabilities, QueueSource, Sample, SourceError};
 use crate::contract::{Replicas, ScaleTarget, TargetError};
 use crate::leader::Leadership;
 use crate::metrics::{Metrics, ScaleDirection, set_or_remove_f64};
-use crate::policy::{Decision, Policy, PolicyState, Reason, Step, decide, queue_setting_warnings};
-use crate::status::{ActionStatus, ErrorStatus, ScalerStatus, StatusBoard, unix};
+use crate::policy::{
+    Combine, Decision, Policy, PolicyState, QueueSample, Reason, SettingWarning, Step, decide_many,
+    queue_setting_warnings,
+};
+use crate::sources::SourceConfig;
+use crate::status::{ActionStatus, ErrorStatus, QueueStatus, ScalerStatus, StatusBoard, unix};
 use crate::timeline::{self, Signal};
 
 /// How often a scaler re-checks for other controllers on its target.
@@ -165,22 +172,44 @@ impl SettingLog {
 
 /// The outcome of the read-only half of a poll.
 pub struct Prepared {
+    /// What the scaler saw: its queue's sample, or with several queues
+    /// their totals (the oldest age among them); an error only when every
+    /// queue failed.
     pub sample: Result<Sample, SourceError>,
+    /// Each queue's own sample, in config order.
+    pub samples: Vec<Result<Sample, SourceError>>,
     pub current: Result<Replicas, TargetError>,
     pub paused_by: Option<&'static str>,
     pub decision: Option<Decision>,
     started: Instant,
 }
 
+/// One queue of a scaler: its source, built on first use, and the policy
+/// its signals read.
+struct QueueRuntime {
+    /// The `sources` entry's name; empty for the single `source`.
+    name: String,
+    config: SourceConfig,
+    /// The scaler's policy with this queue's own settings in place.
+    policy: Policy,
+    source: Option<Arc<dyn QueueSource>>,
+    /// With several queues, each logs its own errors and settings warnings
+    /// (one queue uses the scaler's).
+    errors: ErrorLog,
+    settings: SettingLog,
+}
+
 /// One scaler: its config, policy, state, and lazily built clients.
 pub struct Scaler {
+    name: String,
     /// Shared with the daemon's record of what runs (`Running::key`).
     cfg: Arc<ScalerConfig>,
     defaults: DefaultsConfig,
     policy: Policy,
     state: Arc<Mutex<PolicyState>>,
     rt: Runtime,
-    source: Option<Arc<dyn QueueSource>>,
+    queues: Vec<QueueRuntime>,
+    combine: Combine,
     target: Option<Arc<dyn ScaleTarget>>,
     errors: ErrorLog,
     settings: SettingLog,
@@ -196,27 +225,61 @@ impl Scaler {
         state: Arc<Mutex<PolicyState>>,
         rt: Runtime,
     ) -> Scaler {
-        let caps = cfg.source.capabilities();
+        let queues: Vec<QueueRuntime> = cfg
+            .queues()
+            .into_iter()
+            .map(|q| QueueRuntime {
+                name: q.name.to_string(),
+                config: q.source.clone(),
+                policy: Policy::new(&q.policy, &q.source.capabilities()),
+                source: None,
+                errors: ErrorLog::default(),
+                settings: SettingLog::default(),
+            })
+            .collect();
+        // Steps 2 to 8 read the scaler's policy; only the signals read the
+        // source's capabilities, and they read each queue's.
+        let caps = queues
+            .first()
+            .map_or(Capabilities::none(), |q| q.config.capabilities());
         let policy = Policy::new(&cfg.policy, &caps);
         let mut st = ScalerStatus::new(
             &cfg.name,
-            cfg.source.kind(),
+            cfg.source_kind(),
             cfg.target.kind(),
             cfg.poll_interval(&defaults),
         );
         st.dry_run = rt.dry_run || cfg.target.dry_run();
         st.paused = cfg.policy.paused;
         st.paused_by = cfg.policy.paused.then_some("config");
+        if queues.len() > 1 {
+            st.queues = queues
+                .iter()
+                .map(|q| QueueStatus {
+                    name: q.name.clone(),
+                    source: q.config.kind(),
+                    decision: None,
+                    sample: None,
+                    error: None,
+                })
+                .collect();
+        }
         rt.status.put(st);
+        let mut kinds = queues.iter().map(|q| q.config.kind());
         rt.metrics
-            .init_scaler(&cfg.name, cfg.source.kind(), cfg.target.kind());
+            .init_scaler(&cfg.name, kinds.next().unwrap_or("none"), cfg.target.kind());
+        for k in kinds {
+            rt.metrics.init_source_kind(&cfg.name, k);
+        }
         Scaler {
+            name: cfg.name.clone(),
+            combine: cfg.combine(),
             cfg: Arc::new(cfg),
             defaults,
             policy,
             state,
             rt,
-            source: None,
+            queues,
             target: None,
             errors: ErrorLog::default(),
             settings: SettingLog::default(),
@@ -225,13 +288,29 @@ impl Scaler {
     }
 
     /// Use these clients instead of building them from the config (tests,
-    /// and callers that already hold them).
+    /// and callers that already hold them); `source` serves the first queue.
     pub fn with_clients(
         mut self,
         source: Arc<dyn QueueSource>,
         target: Arc<dyn ScaleTarget>,
     ) -> Scaler {
-        self.source = Some(source);
+        if let Some(q) = self.queues.first_mut() {
+            q.source = Some(source);
+        }
+        self.target = Some(target);
+        self
+    }
+
+    /// Use these clients for the queues, in config order (tests of a
+    /// scaler with several queues); extra sources are ignored.
+    pub fn with_queue_clients(
+        mut self,
+        sources: Vec<Arc<dyn QueueSource>>,
+        target: Arc<dyn ScaleTarget>,
+    ) -> Scaler {
+        for (q, s) in self.queues.iter_mut().zip(sources) {
+            q.source = Some(s);
+        }
         self.target = Some(target);
         self
     }
@@ -262,17 +341,82 @@ impl Scaler {
         self.rt.dry_run || self.cfg.target.dry_run()
     }
 
-    async fn source(&mut self) -> Result<Arc<dyn QueueSource>, SourceError> {
-        if let Some(s) = &self.source {
+    /// Queue `i`'s source, built on first use (and again after a failed
+    /// build: bad credentials or an unreachable endpoint heal by themselves).
+    async fn source(&mut self, i: usize) -> Result<Arc<dyn QueueSource>, SourceError> {
+        let timeout = self.defaults.sample_timeout;
+        let Some(q) = self.queues.get_mut(i) else {
+            return Err(SourceError::Config("no such queue".into()));
+        };
+        if let Some(s) = &q.source {
             return Ok(s.clone());
         }
-        let s = self
-            .cfg
-            .source
-            .build(&self.rt.shared, self.defaults.sample_timeout)
-            .await?;
-        self.source = Some(s.clone());
+        let s = q.config.build(&self.rt.shared, timeout).await?;
+        q.source = Some(s.clone());
         Ok(s)
+    }
+
+    /// Sample every queue, several at once, each bounded by the sample
+    /// timeout; a queue whose source cannot be built fails alone.
+    async fn sample_all(&mut self) -> Vec<Result<Sample, SourceError>> {
+        let timeout = self.defaults.sample_timeout;
+        let clock = self.rt.shared.clock;
+        let mut built = Vec::with_capacity(self.queues.len());
+        for i in 0..self.queues.len() {
+            built.push(self.source(i).await);
+        }
+        if let [one] = built.as_slice() {
+            return vec![match one {
+                Ok(src) => take_sample(src.clone(), timeout, clock).await,
+                Err(e) => Err(e.clone()),
+            }];
+        }
+        let mut results: Vec<Option<Result<Sample, SourceError>>> = vec![None; built.len()];
+        let mut set = tokio::task::JoinSet::new();
+        for (i, b) in built.into_iter().enumerate() {
+            match b {
+                Ok(src) => {
+                    set.spawn(async move { (i, take_sample(src, timeout, clock).await) });
+                }
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        while let Some(done) = set.join_next().await {
+            if let Ok((i, s)) = done {
+                results[i] = Some(s);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| Err(SourceError::Unavailable("the sampling task ended".into())))
+            })
+            .collect()
+    }
+
+    /// Run the policy on this poll's samples.
+    fn decide_on(
+        &self,
+        policy: &Policy,
+        state: &mut PolicyState,
+        samples: &[Result<Sample, SourceError>],
+        current: Replicas,
+        now: std::time::Instant,
+    ) -> Decision {
+        let single = self.queues.len() == 1;
+        let queues: Vec<QueueSample> = self
+            .queues
+            .iter()
+            .zip(samples)
+            .map(|(q, s)| QueueSample {
+                name: &q.name,
+                // One queue: its policy is the scaler's (paused or not),
+                // exactly as `decide` runs it.
+                policy: if single { policy } else { &q.policy },
+                sample: s.as_ref().ok(),
+            })
+            .collect();
+        decide_many(policy, state, &queues, self.combine, current, now)
     }
 
     async fn target(&mut self) -> Result<Arc<dyn ScaleTarget>, TargetError> {
@@ -307,20 +451,9 @@ impl Scaler {
     /// Sample, read the target, decide. Writes nothing; safe to cancel.
     pub async fn prepare(&mut self) -> Prepared {
         let started = Instant::now();
-        let timeout = self.defaults.sample_timeout;
         let clock = self.rt.shared.clock;
-        let sample = match self.source().await {
-            Ok(src) => bounded(timeout, src.sample(), SourceError::Timeout(timeout))
-                .await
-                .map(|s| {
-                    if src.on_daemon_clock() {
-                        s
-                    } else {
-                        on_daemon_clock(&clock, s)
-                    }
-                }),
-            Err(e) => Err(e),
-        };
+        let samples = self.sample_all().await;
+        let sample = pool_sample(&self.queues, &samples);
         self.observe("sample", started.elapsed());
         let read = self.read_current().await;
         self.check_conflicts().await;
@@ -341,9 +474,10 @@ impl Scaler {
             Ok(c) => {
                 let t = Instant::now();
                 let policy = self.policy_for(paused_by.is_some());
-                let mut state = self.state.lock().await;
+                let state = self.state.clone();
+                let mut state = state.lock().await;
                 let now = clock.now().into_std();
-                let d = decide(&policy, &mut state, sample.as_ref().ok(), *c, now);
+                let d = self.decide_on(&policy, &mut state, &samples, *c, now);
                 drop(state);
                 self.observe("decide", t.elapsed());
                 // Every poll's reasoning, for `RUST_LOG=qscale=debug`; the
@@ -369,6 +503,7 @@ impl Scaler {
         };
         Prepared {
             sample,
+            samples,
             current,
             paused_by,
             decision,
@@ -391,7 +526,7 @@ impl Scaler {
         {
             let t = Instant::now();
             match self
-                .actuate(d, cur, p.sample.as_ref().ok(), p.paused_by.is_some())
+                .actuate(d, cur, &p.samples, p.paused_by.is_some())
                 .await
             {
                 Ok(Some((d2, _))) => {
@@ -410,8 +545,9 @@ impl Scaler {
         }
         self.record(
             &p.sample,
+            &p.samples,
             &p.current,
-            decision,
+            decision.as_ref(),
             p.paused_by,
             leader,
             action,
@@ -428,7 +564,7 @@ impl Scaler {
         &mut self,
         d: &Decision,
         cur: Replicas,
-        sample: Option<&Sample>,
+        samples: &[Result<Sample, SourceError>],
         paused: bool,
     ) -> Result<Option<(Decision, Replicas)>, TargetError> {
         let timeout = self.defaults.actuate_timeout;
@@ -454,9 +590,10 @@ impl Scaler {
                 let fresh =
                     bounded(timeout, target.current(), TargetError::Timeout(timeout)).await?;
                 let policy = self.policy_for(paused);
-                let mut state = self.state.lock().await;
+                let state = self.state.clone();
+                let mut state = state.lock().await;
                 let now = self.rt.shared.clock.now().into_std();
-                let d2 = decide(&policy, &mut state, sample, fresh, now);
+                let d2 = self.decide_on(&policy, &mut state, samples, fresh, now);
                 drop(state);
                 if !d2.changes() || d2.paused {
                     return Ok(None);
@@ -544,8 +681,9 @@ impl Scaler {
     fn record(
         &mut self,
         sample: &Result<Sample, SourceError>,
+        samples: &[Result<Sample, SourceError>],
         current: &Result<Replicas, TargetError>,
-        decision: Option<Decision>,
+        decision: Option<&Decision>,
         paused_by: Option<&'static str>,
         leader: bool,
         action: Option<ActionStatus>,
@@ -553,16 +691,32 @@ impl Scaler {
         started: Instant,
     ) {
         let m = &self.rt.metrics;
-        let name = self.cfg.name.as_str();
+        let name = self.name.as_str();
+        let multi = self.queues.len() > 1;
         let mut error = None;
-        match sample {
-            Ok(s) => m.record_sample(name, s),
-            Err(e) => {
-                let pe = PhaseError::source(e);
-                m.source_errors
-                    .with_label_values(&[name, self.cfg.source.kind(), pe.label])
-                    .inc();
-                error = Some(pe);
+        // With several queues, the first failing queue's error, for /status
+        // (each queue logs its own).
+        let mut queue_error = None;
+        if let Ok(s) = sample {
+            m.record_sample(name, s);
+        }
+        for (q, s) in self.queues.iter_mut().zip(samples) {
+            match s {
+                Ok(_) if multi => q.errors.ok(name),
+                Ok(_) => {}
+                Err(e) => {
+                    let mut pe = PhaseError::source(e);
+                    m.source_errors
+                        .with_label_values(&[name, q.config.kind(), pe.label])
+                        .inc();
+                    if multi {
+                        pe.message = format!("queue {}: {}", q.name, pe.message);
+                        q.errors.error(name, &pe);
+                        queue_error = queue_error.or(Some(pe));
+                    } else {
+                        error = Some(pe);
+                    }
+                }
             }
         }
         match current {
@@ -588,7 +742,7 @@ impl Scaler {
                 error = error.or(Some(pe));
             }
         }
-        if let Some(d) = &decision {
+        if let Some(d) = decision {
             m.replicas
                 .with_label_values(&[name, "desired"])
                 .set(i64::from(d.replicas));
@@ -604,6 +758,9 @@ impl Scaler {
             m.fallback_active
                 .with_label_values(&[name])
                 .set(i64::from(d.fallback_active));
+            for q in &d.queues {
+                m.record_queue(name, &q.name, q.backlog, q.replicas);
+            }
         }
         m.paused
             .with_label_values(&[name])
@@ -621,7 +778,7 @@ impl Scaler {
         if let Some(pe) = &error {
             self.errors.error(name, pe);
         }
-        let error = error.or(act_error);
+        let error = error.or(queue_error).or(act_error);
         let consecutive = self
             .state
             .try_lock()
@@ -631,18 +788,43 @@ impl Scaler {
             sample.as_ref().map(|s| s.notes.clone()).unwrap_or_default();
         // The queue's settings against the processing time, when both are
         // known; a failed poll keeps the last ones shown.
-        let settings = match (sample, &decision) {
-            (Ok(s), Some(d)) => Some(queue_setting_warnings(
-                s.visibility_timeout,
-                s.max_receive_count,
-                d.seconds_per_message,
-                d.seconds_per_message_learned,
-            )),
-            _ => None,
+        let settings = if multi {
+            decision.map(|d| {
+                let mut all = Vec::new();
+                for ((q, s), qd) in self.queues.iter_mut().zip(samples).zip(&d.queues) {
+                    let Ok(s) = s else { continue };
+                    let ws: Vec<SettingWarning> = queue_setting_warnings(
+                        s.visibility_timeout,
+                        s.max_receive_count,
+                        qd.seconds_per_message,
+                        qd.seconds_per_message_learned,
+                    )
+                    .into_iter()
+                    .map(|w| SettingWarning {
+                        kind: w.kind,
+                        message: format!("{}: {}", q.name, w.message),
+                    })
+                    .collect();
+                    q.settings.poll(name, &ws);
+                    all.extend(ws);
+                }
+                all
+            })
+        } else {
+            match (sample, decision) {
+                (Ok(s), Some(d)) => Some(queue_setting_warnings(
+                    s.visibility_timeout,
+                    s.max_receive_count,
+                    d.seconds_per_message,
+                    d.seconds_per_message_learned,
+                )),
+                _ => None,
+            }
         };
-        if let Some(w) = &settings {
+        if !multi && let Some(w) = &settings {
             self.settings.poll(name, w);
         }
+        let queue_kinds: Vec<&'static str> = self.queues.iter().map(|q| q.config.kind()).collect();
         let dry_run = self.dry_run();
         self.rt.status.record_poll(
             name,
@@ -650,12 +832,11 @@ impl Scaler {
                 unix(now_wall),
                 sample.as_ref().ok(),
                 current.as_ref().ok(),
-                decision.as_ref(),
+                decision,
                 action.as_ref(),
                 error.is_some(),
             ),
         );
-        let decided = decision.is_some();
         self.rt.status.update(name, |st| {
             st.last_poll = Some(unix(now_wall));
             st.leader = leader;
@@ -673,11 +854,36 @@ impl Scaler {
             if let Ok(c) = current {
                 st.current = Some(*c);
             }
+            if multi {
+                for (i, qs) in st.queues.iter_mut().enumerate() {
+                    if let Some(k) = queue_kinds.get(i) {
+                        qs.source = k;
+                    }
+                    match samples.get(i) {
+                        Some(Ok(s)) => {
+                            qs.sample = Some(s.clone());
+                            qs.error = None;
+                        }
+                        Some(Err(e)) => {
+                            let pe = PhaseError::source(e);
+                            qs.error = Some(ErrorStatus {
+                                phase: pe.phase,
+                                label: pe.label,
+                                message: pe.message,
+                                at: unix(now_wall),
+                            });
+                        }
+                        None => {}
+                    }
+                    if let Some(d) = decision {
+                        qs.decision = d.queues.get(i).cloned();
+                    }
+                }
+            }
             if let Some(d) = decision {
                 st.desired = Some(d.replicas);
-                // Moved, not cloned: the poll is done with them.
-                st.reasons = d.reasons;
-                st.proposals = d.proposals;
+                st.reasons = d.reasons.clone();
+                st.proposals = d.proposals.clone();
                 st.arrival_rate = d.arrival_rate;
                 st.seconds_per_message = d.seconds_per_message;
                 st.dead_letter_rate = d.dead_letter_rate;
@@ -686,7 +892,7 @@ impl Scaler {
                 st.fallback_active = d.fallback_active;
             }
             st.consecutive_failures = consecutive;
-            st.last_poll_decided = decided;
+            st.last_poll_decided = decision.is_some();
             if let Some(a) = action {
                 st.last_action = Some(a);
             }
@@ -749,6 +955,79 @@ impl Scaler {
     }
 }
 
+/// One sample of `src`, bounded by `timeout`, in the daemon's time.
+async fn take_sample(
+    src: Arc<dyn QueueSource>,
+    timeout: Duration,
+    clock: Clock,
+) -> Result<Sample, SourceError> {
+    bounded(timeout, src.sample(), SourceError::Timeout(timeout))
+        .await
+        .map(|s| {
+            if src.on_daemon_clock() {
+                s
+            } else {
+                on_daemon_clock(&clock, s)
+            }
+        })
+}
+
+/// What the scaler saw as one sample: its queue's, or with several queues
+/// the pool's: the totals of the counts and rates the queues measured, the
+/// oldest age among them, each queue's notes under its name. An error only
+/// when every queue failed (the first queue's error). The metrics and the
+/// timeline record this; /status shows each queue's own beside it.
+fn pool_sample(
+    queues: &[QueueRuntime],
+    samples: &[Result<Sample, SourceError>],
+) -> Result<Sample, SourceError> {
+    if let [one] = samples {
+        return one.clone();
+    }
+    let ok: Vec<(&QueueRuntime, &Sample)> = queues
+        .iter()
+        .zip(samples)
+        .filter_map(|(q, s)| s.as_ref().ok().map(|s| (q, s)))
+        .collect();
+    let Some(at) = ok.iter().map(|(_, s)| s.at).max() else {
+        return match samples.first() {
+            Some(Err(e)) => Err(e.clone()),
+            _ => Err(SourceError::Config("no queue configured".into())),
+        };
+    };
+    fn total(xs: impl Iterator<Item = Option<u64>>) -> Option<u64> {
+        xs.flatten().reduce(|a, b| a.saturating_add(b))
+    }
+    let mut pool = Sample::empty(at);
+    pool.visible = total(ok.iter().map(|(_, s)| s.visible));
+    pool.in_flight = total(ok.iter().map(|(_, s)| s.in_flight));
+    pool.delayed = total(ok.iter().map(|(_, s)| s.delayed));
+    pool.dead_letter = total(ok.iter().map(|(_, s)| s.dead_letter));
+    pool.oldest_age = ok.iter().filter_map(|(_, s)| s.oldest_age).max();
+    pool.arrival_rate = ok
+        .iter()
+        .filter_map(|(_, s)| s.arrival_rate)
+        .reduce(|a, b| a + b);
+    pool.consumers = ok
+        .iter()
+        .filter_map(|(_, s)| s.consumers)
+        .reduce(|a, b| a.saturating_add(b));
+    let dlqs: Vec<String> = ok
+        .iter()
+        .filter_map(|(q, s)| {
+            s.dead_letter_queue
+                .as_ref()
+                .map(|d| format!("{}: {d}", q.name))
+        })
+        .collect();
+    pool.dead_letter_queue = (!dlqs.is_empty()).then(|| dlqs.join("; "));
+    pool.notes = ok
+        .iter()
+        .flat_map(|(q, s)| s.notes.iter().map(move |n| format!("{}: {n}", q.name)))
+        .collect();
+    Ok(pool)
+}
+
 /// A sample's ages and rates, measured on the wall clock, in the daemon's
 /// time: under `--time-scale N` a message that has waited 12 real seconds
 /// has waited 2 virtual minutes, and 10 arrivals per real second are 1 per
@@ -783,9 +1062,25 @@ fn timeline_poll(
             .reduce(|best, p| if p.0 > best.0 { p } else { best })
             .map(|(_, i)| i)
     });
-    let signal = decision
-        .zip(winner)
-        .and_then(|(d, i)| Signal::from_name(d.proposals[i].signal));
+    let signal = match decision {
+        // Several queues: the winning signal of the queue that asks most.
+        Some(d) if !d.queues.is_empty() => d
+            .queues
+            .iter()
+            .filter_map(|q| {
+                let best = q
+                    .proposals
+                    .iter()
+                    .filter_map(|p| p.replicas.map(|r| (r, p.signal)))
+                    .reduce(|best, p| if p.0 > best.0 { p } else { best })?;
+                Some(best)
+            })
+            .reduce(|best, p| if p.0 > best.0 { p } else { best })
+            .and_then(|(_, s)| Signal::from_name(s)),
+        _ => decision
+            .zip(winner)
+            .and_then(|(d, i)| Signal::from_name(d.proposals[i].signal)),
+    };
     timeline::Poll {
         at,
         visible: sample.and_then(|s| s.visible),
@@ -934,10 +1229,25 @@ impl Daemon {
                             // Error series of a kind the scaler no longer
                             // has would stay at their last value forever.
                             let old = &r.key.0;
-                            if old.source.kind() != s.source.kind() {
-                                self.rt
-                                    .metrics
-                                    .remove_source_kind(&s.name, old.source.kind());
+                            let kinds = |c: &ScalerConfig| -> Vec<&'static str> {
+                                c.queues().iter().map(|q| q.source.kind()).collect()
+                            };
+                            let new_kinds = kinds(&s);
+                            for k in kinds(old) {
+                                if !new_kinds.contains(&k) {
+                                    self.rt.metrics.remove_source_kind(&s.name, k);
+                                }
+                            }
+                            // Per-queue series of queues the new config
+                            // no longer has (only a scaler that had
+                            // several queues has any).
+                            if old.is_multi_queue() {
+                                let keep: Vec<&str> = if s.is_multi_queue() {
+                                    s.sources.iter().map(|q| q.name.as_str()).collect()
+                                } else {
+                                    Vec::new()
+                                };
+                                self.rt.metrics.remove_queues(&s.name, &keep);
                             }
                             if old.target.kind() != s.target.kind() {
                                 self.rt
@@ -1004,8 +1314,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::contract::Capabilities;
-    use crate::policy::PolicyConfig;
+    use crate::policy::{PolicyConfig, decide};
 
     #[test]
     fn a_timeline_reason_names_the_winning_signal_and_the_steps_that_changed_its_number() {

@@ -1022,6 +1022,11 @@ pub struct Metrics {
     /// The length of the last exposition, to size the next one at once.
     last_len: std::sync::atomic::AtomicUsize,
     pub queue_messages: ScalerGauges<i64>,
+    /// Per queue of a scaler with several (`sources`): plain `prometheus`
+    /// vectors, since the `queue` label's values come from the config; only
+    /// scalers with several queues have them.
+    pub queue_backlog: IntGaugeVec,
+    pub queue_needed: IntGaugeVec,
     pub oldest_age: ScalerGauges<f64>,
     pub oldest_age_estimated: ScalerGauges<f64>,
     pub arrival_rate: ScalerGauges<f64>,
@@ -1087,6 +1092,28 @@ impl Metrics {
             poll_duration: ScalerHistograms {
                 store: store.clone(),
             },
+            queue_backlog: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "qscale_queue_backlog_messages",
+                        "Backlog of one queue of a scaler that drains several, at the last decision.",
+                    ),
+                    &["scaler", "queue"],
+                )
+                .expect("valid metric"),
+            ),
+            queue_needed: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "qscale_queue_needed_replicas",
+                        "Replicas one queue of a scaler that drains several asked for at the last decision (its largest signal).",
+                    ),
+                    &["scaler", "queue"],
+                )
+                .expect("valid metric"),
+            ),
             leader: reg(
                 &r,
                 IntGauge::new("qscale_leader", "1 while this process may actuate.")
@@ -1143,15 +1170,21 @@ impl Metrics {
             self.scale_operations
                 .with_label_values(&[scaler, d.label()]);
         }
-        for e in SourceError::METRIC_LABELS {
-            self.source_errors
-                .with_label_values(&[scaler, source_kind, e]);
-        }
+        self.init_source_kind(scaler, source_kind);
         for e in TargetError::METRIC_LABELS {
             self.target_errors
                 .with_label_values(&[scaler, target_kind, e]);
         }
         self.last_success.with_label_values(&[scaler]);
+    }
+
+    /// Create at 0 a scaler's error series of one more source kind (a
+    /// scaler whose queues are of several kinds).
+    pub fn init_source_kind(&self, scaler: &str, source_kind: &str) {
+        for e in SourceError::METRIC_LABELS {
+            self.source_errors
+                .with_label_values(&[scaler, source_kind, e]);
+        }
     }
 
     /// Remove a scaler's error series of a source kind it no longer has
@@ -1173,8 +1206,54 @@ impl Metrics {
         }
     }
 
+    /// Record what one queue of a scaler with several had and asked for;
+    /// unknown values are removed, not zeroed.
+    pub fn record_queue(
+        &self,
+        scaler: &str,
+        queue: &str,
+        backlog: Option<u64>,
+        needed: Option<u32>,
+    ) {
+        for (vec, v) in [
+            (&self.queue_backlog, backlog),
+            (&self.queue_needed, needed.map(u64::from)),
+        ] {
+            match v {
+                Some(v) => vec
+                    .with_label_values(&[scaler, queue])
+                    .set(i64::try_from(v).unwrap_or(i64::MAX)),
+                None => {
+                    let _ = vec.remove_label_values(&[scaler, queue]);
+                }
+            }
+        }
+    }
+
+    /// Remove a scaler's per-queue series of every queue not in `keep` (a
+    /// reload renamed or dropped a queue; `&[]` removes them all).
+    pub fn remove_queues(&self, scaler: &str, keep: &[&str]) {
+        for vec in [&self.queue_backlog, &self.queue_needed] {
+            for m in vec.collect().iter().flat_map(|f| f.get_metric()) {
+                let get = |k: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == k)
+                        .map(|l| l.value().to_string())
+                };
+                if get("scaler").as_deref() == Some(scaler)
+                    && let Some(q) = get("queue")
+                    && !keep.contains(&q.as_str())
+                {
+                    let _ = vec.remove_label_values(&[scaler, &q]);
+                }
+            }
+        }
+    }
+
     /// Forget every series of a scaler (after it was removed by a reload).
     pub fn remove_scaler(&self, scaler: &str) {
+        self.remove_queues(scaler, &[]);
         self.scalers.store.remove(scaler);
     }
 
@@ -1462,6 +1541,8 @@ mod tests {
             .inc();
         let _ = m.replicas.remove_label_values(&["a", "ready"]);
         let _ = m.oldest_age.remove_label_values(&["b"]);
+        m.record_queue("a", "critical", Some(3), Some(2));
+        m.record_queue("b", "bulk", Some(30), None);
         m.leader.set(1);
         m.config_reload_failures.inc();
         m
@@ -1473,6 +1554,10 @@ mod tests {
         let r = Registry::new();
         r.register(Box::new(m.collector())).expect("register");
         r.register(Box::new(m.leader.clone())).expect("register");
+        r.register(Box::new(m.queue_backlog.clone()))
+            .expect("register");
+        r.register(Box::new(m.queue_needed.clone()))
+            .expect("register");
         r.register(Box::new(m.build_info.clone()))
             .expect("register");
         r.register(Box::new(m.config_reload_failures.clone()))
@@ -1551,5 +1636,32 @@ mod tests {
             "{}",
             std::mem::size_of::<Values>()
         );
+    }
+
+    #[test]
+    fn per_queue_series_follow_the_configured_queues_and_go_with_the_scaler() {
+        let m = Metrics::new();
+        m.record_queue("pool", "critical", Some(40), Some(4));
+        m.record_queue("pool", "bulk", Some(300), Some(6));
+        m.record_queue("other", "bulk", Some(1), Some(1));
+        let text = m.render();
+        assert!(
+            text.contains("qscale_queue_backlog_messages{queue=\"critical\",scaler=\"pool\"} 40\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("qscale_queue_needed_replicas{queue=\"bulk\",scaler=\"pool\"} 6\n"),
+            "{text}"
+        );
+        // Unknown is absent, never zero.
+        m.record_queue("pool", "bulk", None, None);
+        assert!(!m.render().contains("queue=\"bulk\",scaler=\"pool\""));
+        // A reload that drops a queue drops its series, and only its own.
+        m.remove_queues("pool", &["bulk"]);
+        let text = m.render();
+        assert!(!text.contains("queue=\"critical\""), "{text}");
+        assert!(text.contains("queue=\"bulk\",scaler=\"other\""), "{text}");
+        m.remove_scaler("other");
+        assert!(!m.render().contains("qscale_queue_backlog_messages{"));
     }
 }

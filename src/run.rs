@@ -206,7 +206,23 @@ pub struct OnceReport {
     pub ready_replicas: Option<u32>,
     pub desired_replicas: Option<u32>,
     pub reasons: Vec<String>,
+    /// With several queues: what each queue saw and asked for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<QueueReport>,
     pub warnings: Vec<String>,
+    pub error: Option<String>,
+}
+
+/// One queue of a `once` report for a scaler with several.
+#[derive(Debug, Serialize)]
+pub struct QueueReport {
+    pub name: String,
+    pub sample: Option<SampleView>,
+    /// What this queue needs, from its largest signal; `null` when no
+    /// signal could say.
+    pub replicas: Option<u32>,
+    /// Each of its signals' proposals.
+    pub proposals: Vec<crate::policy::Proposal>,
     pub error: Option<String>,
 }
 
@@ -259,21 +275,76 @@ pub async fn once(config: &Config, only: Option<&str>) -> Vec<OnceReport> {
     let mut out = Vec::new();
     for t in tasks {
         let Ok((name, p)) = t.await else { continue };
+        let names: Vec<String> = config
+            .scaler(&name)
+            .map(|s| s.queues().iter().map(|q| q.name.to_string()).collect())
+            .unwrap_or_default();
+        let multi = p.samples.len() > 1;
         let mut errors = Vec::new();
-        if let Err(e) = &p.sample {
+        if multi {
+            for (q, s) in names.iter().zip(&p.samples) {
+                if let Err(e) = s {
+                    errors.push(format!("source: queue {q}: {e}"));
+                }
+            }
+        } else if let Err(e) = &p.sample {
             errors.push(format!("source: {e}"));
         }
         if let Err(e) = &p.current {
             errors.push(format!("target: {e}"));
         }
-        let settings = match (&p.sample, &p.decision) {
-            (Ok(s), Some(d)) => queue_setting_warnings(
-                s.visibility_timeout,
-                s.max_receive_count,
-                d.seconds_per_message,
-                d.seconds_per_message_learned,
-            ),
-            _ => Vec::new(),
+        let settings = match &p.decision {
+            Some(d) if multi => names
+                .iter()
+                .zip(&p.samples)
+                .zip(&d.queues)
+                .filter_map(|((q, s), qd)| {
+                    let s = s.as_ref().ok()?;
+                    Some(
+                        queue_setting_warnings(
+                            s.visibility_timeout,
+                            s.max_receive_count,
+                            qd.seconds_per_message,
+                            qd.seconds_per_message_learned,
+                        )
+                        .into_iter()
+                        .map(move |mut w| {
+                            w.message = format!("{q}: {}", w.message);
+                            w
+                        }),
+                    )
+                })
+                .flatten()
+                .collect(),
+            Some(d) => match &p.sample {
+                Ok(s) => queue_setting_warnings(
+                    s.visibility_timeout,
+                    s.max_receive_count,
+                    d.seconds_per_message,
+                    d.seconds_per_message_learned,
+                ),
+                Err(_) => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        let queues = if multi {
+            names
+                .iter()
+                .zip(&p.samples)
+                .enumerate()
+                .map(|(i, (q, s))| {
+                    let qd = p.decision.as_ref().and_then(|d| d.queues.get(i));
+                    QueueReport {
+                        name: q.clone(),
+                        sample: s.as_ref().ok().map(SampleView::from),
+                        replicas: qd.and_then(|d| d.replicas),
+                        proposals: qd.map(|d| d.proposals.clone()).unwrap_or_default(),
+                        error: s.as_ref().err().map(|e| e.to_string()),
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
         };
         let warnings = rt
             .status
@@ -304,6 +375,7 @@ pub async fn once(config: &Config, only: Option<&str>) -> Vec<OnceReport> {
                 .as_ref()
                 .map(|d| d.reasons.iter().map(|r| r.to_string()).collect())
                 .unwrap_or_default(),
+            queues,
             warnings,
             error: (!errors.is_empty()).then(|| errors.join("; ")),
         });
@@ -329,17 +401,26 @@ pub async fn check_online(config: &Config) -> Vec<OnlineReport> {
     let clients = Clients::new();
     let timeout = config.defaults.sample_timeout;
     let mut tasks = Vec::new();
-    for s in config.scalers.clone() {
-        let clients = clients.clone();
-        tasks.push(tokio::spawn(async move {
-            let sampled = match s.source.build(&clients, timeout).await {
-                Ok(src) => tokio::time::timeout(timeout, src.sample())
-                    .await
-                    .unwrap_or(Err(crate::contract::SourceError::Timeout(timeout))),
-                Err(e) => Err(e),
+    for s in &config.scalers {
+        let multi = s.is_multi_queue();
+        for q in s.queues() {
+            let clients = clients.clone();
+            let name = if multi {
+                format!("{} queue {}", s.name, q.name)
+            } else {
+                s.name.clone()
             };
-            online_report(&s, sampled)
-        }));
+            let (source, policy) = (q.source.clone(), q.policy);
+            tasks.push(tokio::spawn(async move {
+                let sampled = match source.build(&clients, timeout).await {
+                    Ok(src) => tokio::time::timeout(timeout, src.sample())
+                        .await
+                        .unwrap_or(Err(crate::contract::SourceError::Timeout(timeout))),
+                    Err(e) => Err(e),
+                };
+                online_report(&name, &policy, sampled)
+            }));
+        }
     }
     let mut out = Vec::new();
     for t in tasks {
@@ -350,16 +431,19 @@ pub async fn check_online(config: &Config) -> Vec<OnlineReport> {
     out
 }
 
-/// The report for one scaler from what its source answered.
+/// The report for one queue (named `name`: the scaler, or the scaler and
+/// the queue) from what its source answered; `policy` is what its signals
+/// read.
 pub fn online_report(
-    s: &crate::config::ScalerConfig,
+    name: &str,
+    policy: &crate::policy::PolicyConfig,
     sampled: Result<Sample, crate::contract::SourceError>,
 ) -> OnlineReport {
     let sample = match sampled {
         Ok(x) => x,
         Err(e) => {
             return OnlineReport {
-                name: s.name.clone(),
+                name: name.to_string(),
                 summary: "source not sampled".into(),
                 warnings: Vec::new(),
                 error: Some(format!("source: {e}")),
@@ -386,8 +470,7 @@ pub fn online_report(
     if let Some(m) = sample.max_receive_count {
         summary.push_str(&format!("; maxReceiveCount {m}"));
     }
-    let configured = s
-        .policy
+    let configured = policy
         .throughput
         .as_ref()
         .and_then(|t| t.seconds_per_message);
@@ -400,15 +483,17 @@ pub fn online_report(
     .into_iter()
     .map(|w| w.message)
     .collect();
-    if s.policy.dead_letter.is_some() && sample.dead_letter.is_none() {
+    if policy.dead_letter.is_some() && sample.dead_letter.is_none() {
         warnings.push(
-            "policy.dead_letter is set but the source reports no dead-letter queue depth, so              the rule cannot act; configure the source's dead-letter queue or give the queue              one (an SQS RedrivePolicy, a RabbitMQ dead-letter exchange)"
+            "policy.dead_letter is set but the source reports no dead-letter queue depth, so \
+             the rule cannot act; configure the source's dead-letter queue or give the queue \
+             one (an SQS RedrivePolicy, a RabbitMQ dead-letter exchange)"
                 .into(),
         );
     }
     warnings.extend(sample.notes.iter().map(|n| format!("source: {n}")));
     OnlineReport {
-        name: s.name.clone(),
+        name: name.to_string(),
         summary,
         warnings,
         error: None,
@@ -437,6 +522,22 @@ pub fn render_once_text(r: &OnceReport) -> String {
         opt(r.ready_replicas.map(|v| v.to_string())),
         opt(r.desired_replicas.map(|v| v.to_string())),
     ));
+    for q in &r.queues {
+        let sample = match &q.sample {
+            Some(x) => format!(
+                "visible {}, in flight {}, oldest age {}",
+                opt(x.visible.map(|v| v.to_string())),
+                opt(x.in_flight.map(|v| v.to_string())),
+                opt(x.oldest_age_seconds.map(|v| format!("{v:.0}s"))),
+            ),
+            None => "not sampled".to_string(),
+        };
+        s.push_str(&format!(
+            "  queue {}: {sample} -> needs {}\n",
+            q.name,
+            opt(q.replicas.map(|v| v.to_string()))
+        ));
+    }
     for reason in &r.reasons {
         s.push_str(&format!("  - {reason}\n"));
     }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::contract::{Replicas, Sample};
-use crate::policy::{Proposal, Reason};
+use crate::policy::{Proposal, QueueDecision, Reason};
 use crate::timeline::{History, Poll, Timeline};
 
 /// An error a scaler hit, as /status shows it.
@@ -42,6 +42,20 @@ pub struct ActionStatus {
     pub reasons: Vec<Reason>,
 }
 
+/// One queue of a scaler that drains several, as /status shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueStatus {
+    pub name: String,
+    /// The queue's source kind.
+    pub source: &'static str,
+    /// What this queue asked for at the last decision.
+    pub decision: Option<QueueDecision>,
+    /// Its last sample.
+    pub sample: Option<Sample>,
+    /// Its last sample's error, until it samples again.
+    pub error: Option<ErrorStatus>,
+}
+
 /// One scaler's state, as /status serializes it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ScalerStatus {
@@ -65,6 +79,11 @@ pub struct ScalerStatus {
     pub desired: Option<u32>,
     pub reasons: Vec<Reason>,
     pub proposals: Vec<Proposal>,
+    /// With several queues (`sources`): each queue's sample, proposal and
+    /// error. `sample`, `oldest_age_seconds` and the rates above are then
+    /// the pool's: totals, and the oldest age among the queues.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<QueueStatus>,
     pub arrival_rate: Option<f64>,
     pub seconds_per_message: Option<f64>,
     /// Messages per second arriving in the dead-letter queue.
@@ -117,6 +136,7 @@ impl ScalerStatus {
             desired: None,
             reasons: Vec::new(),
             proposals: Vec::new(),
+            queues: Vec::new(),
             arrival_rate: None,
             seconds_per_message: None,
             dead_letter_rate: None,

@@ -386,7 +386,7 @@ fn every_source_and_target_kind_reports_its_serde_tag() {
         );
         let cfg = Config::from_str_with_env(&text, Path::new("k.toml"), Vec::new())
             .unwrap_or_else(|e| panic!("source {kind}: {e}"));
-        let source = &cfg.scalers[0].source;
+        let source = cfg.scalers[0].source.as_ref().expect("one source");
         assert_eq!(source.kind(), *kind);
         let json = serde_json::to_value(source).expect("serialize");
         assert_eq!(json["kind"], *kind, "source {kind} serializes its tag");
@@ -436,5 +436,126 @@ fn a_dead_letter_fraction_outside_zero_to_one_is_refused_with_its_field_path() {
                 );
             }
         }
+    }
+}
+
+const TWO_QUEUES: &str = r#"
+[[scaler]]
+name = "inference"
+combine = "max"
+
+[[scaler.sources]]
+name = "critical"
+kind = "sqs"
+queue_name = "critical"
+max_message_age = "30s"
+
+[[scaler.sources]]
+name = "bulk"
+kind = "rabbitmq"
+url = "amqp://localhost:5672/%2f"
+queue = "bulk"
+messages_per_replica = 100
+seconds_per_message = 2.5
+
+[scaler.target]
+kind = "kubernetes"
+name = "w"
+
+[scaler.policy]
+max_replicas = 10
+messages_per_replica = 10
+max_message_age = "5m"
+"#;
+
+#[test]
+fn a_scaler_with_several_queues_gives_each_its_own_signal_settings() {
+    let cfg = Config::from_str_with_env(TWO_QUEUES, Path::new("q.toml"), Vec::new())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let s = &cfg.scalers[0];
+    assert!(s.is_multi_queue());
+    assert_eq!(s.combine(), qscale::policy::Combine::Max);
+    assert_eq!(s.source_kind(), "mixed");
+    let queues = s.queues();
+    assert_eq!(queues.len(), 2);
+    let (critical, bulk) = (&queues[0], &queues[1]);
+    assert_eq!((critical.name, critical.source.kind()), ("critical", "sqs"));
+    assert_eq!(
+        critical.policy.max_message_age,
+        Some(std::time::Duration::from_secs(30)),
+        "its own objective"
+    );
+    assert_eq!(
+        critical.policy.messages_per_replica,
+        Some(10.0),
+        "the policy's"
+    );
+    assert_eq!((bulk.name, bulk.source.kind()), ("bulk", "rabbitmq"));
+    assert_eq!(bulk.policy.messages_per_replica, Some(100.0));
+    assert_eq!(
+        bulk.policy.max_message_age,
+        Some(std::time::Duration::from_secs(300)),
+        "the policy's objective where the queue sets none"
+    );
+    assert_eq!(
+        bulk.policy
+            .throughput
+            .as_ref()
+            .and_then(|t| t.seconds_per_message),
+        Some(2.5),
+        "seconds_per_message turns the throughput signal on for this queue"
+    );
+    // The same in YAML, and the file round-trips through serde unchanged.
+    let yaml = serde_yaml_ng::to_string(&cfg).expect("yaml");
+    let again = Config::from_str_with_env(&yaml, Path::new("q.yaml"), Vec::new())
+        .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    assert_eq!(again, cfg);
+}
+
+#[test]
+fn a_bad_list_of_queues_is_refused_with_every_field_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &[&str])] = &[
+        (
+            // An unknown field inside a flattened entry is still an error.
+            "[[scaler]]\nname = \"a\"\n[[scaler.sources]]\nname = \"x\"\nkind = \"sqs\"\nqueue_name = \"x\"\ncolour = \"red\"\n[[scaler.sources]]\nname = \"y\"\nkind = \"sqs\"\nqueue_name = \"y\"\n[scaler.target]\nkind = \"kubernetes\"\nname = \"w\"\n[scaler.policy]\nmax_replicas = 3\nmessages_per_replica = 10\n",
+            &["error: scaler[0].sources[0].colour: unknown field `colour`"],
+        ),
+        (
+            "[[scaler]]\nname = \"a\"\n[[scaler.sources]]\nname = \"critical\"\nkind = \"sqs\"\nqueue_name = \"jobs\"\nmax_message_age = \"0s\"\n[[scaler.sources]]\nname = \"critical\"\nkind = \"sqs\"\nqueue_name = \"jobs\"\n[[scaler.sources]]\nname = \"Bulk!\"\nkind = \"rabbitmq\"\nurl = \"amqp://localhost:5672/%2f\"\nqueue = \"b\"\nmessages_per_replica = 0\n[scaler.target]\nkind = \"kubernetes\"\nname = \"w\"\n[scaler.policy]\nmax_replicas = 3\nmessages_per_replica = 10\n",
+            &[
+                "error: scaler[0].sources[0].max_message_age: must be greater than 0",
+                "error: scaler[0].sources[1].name: duplicate queue name \"critical\" (also sources[0])",
+                "error: scaler[0].sources[1]: the same queue as sources[0] (sqs queue jobs); its work would count twice",
+                "error: scaler[0].sources[2].name: use only lowercase letters, digits, '-' and '_'",
+                "error: scaler[0].sources[2].messages_per_replica: must be a number > 0",
+            ],
+        ),
+        (
+            "[[scaler]]\nname = \"a\"\ncombine = \"sum\"\n[scaler.source]\nkind = \"sqs\"\nqueue_name = \"q\"\n[scaler.target]\nkind = \"kubernetes\"\nname = \"w\"\n[scaler.policy]\nmax_replicas = 3\nmessages_per_replica = 10\n\n[[scaler]]\nname = \"b\"\n[[scaler.sources]]\nname = \"only\"\nkind = \"sqs\"\nqueue_name = \"q\"\n[scaler.target]\nkind = \"kubernetes\"\nname = \"w\"\n[scaler.policy]\nmax_replicas = 3\n\n[[scaler]]\nname = \"c\"\n[scaler.target]\nkind = \"kubernetes\"\nname = \"w\"\n[scaler.policy]\nmax_replicas = 3\nmessages_per_replica = 10\n",
+            &[
+                "error: scaler[0].combine: only used with [[scaler.sources]] (several queues)",
+                "error: scaler[1].sources: list at least two queues; for one queue use [scaler.source]",
+                "error: scaler[1].sources[0]: no signal for this queue: set messages_per_replica, seconds_per_message or max_message_age here or in policy",
+                "error: scaler[2].source: missing field (required): give source (one queue) or [[scaler.sources]] (several)",
+            ],
+        ),
+    ];
+    for (i, (text, wants)) in cases.iter().enumerate() {
+        let path = write(dir.path(), &format!("bad{i}.toml"), text);
+        let (code, _out, err) = qscale(&["check", path.to_str().unwrap()]);
+        assert_eq!(code, 2, "{err}");
+        for want in *wants {
+            assert!(
+                err.lines().any(|l| l.starts_with(want)),
+                "want {want:?} in:\n{err}"
+            );
+        }
+        assert!(
+            err.lines()
+                .last()
+                .is_some_and(|l| l.ends_with(&format!("{} error(s)", wants.len()))),
+            "no other problem:\n{err}"
+        );
     }
 }

@@ -711,7 +711,56 @@ fn reactions(times: &[f64], changes: &[(f64, u32, u32)]) -> Vec<f64> {
         .collect()
 }
 
+/// `QSCALE_BENCH_SNIPPET=<file>`: a `qscale tune` snippet (`[[scaler]]`
+/// with the keys to set) merged into the benchmark's scaler, key by key as
+/// the tune report tells a user to, so a tuned policy is measured end to
+/// end (scripts/tune-vs-e2e.sh). Its scaler name is ignored.
+fn with_snippet(config: String) -> String {
+    let Some(path) = std::env::var("QSCALE_BENCH_SNIPPET")
+        .ok()
+        .filter(|p| !p.is_empty())
+    else {
+        return config;
+    };
+    fn deep(into: &mut toml::Table, from: &toml::Table) {
+        for (k, v) in from {
+            match (into.get_mut(k), v) {
+                (Some(toml::Value::Table(a)), toml::Value::Table(b)) => deep(a, b),
+                _ => {
+                    into.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("QSCALE_BENCH_SNIPPET {path}: {e}"));
+    let snippet: toml::Table = text
+        .parse()
+        .unwrap_or_else(|e| panic!("QSCALE_BENCH_SNIPPET {path}: {e}"));
+    let mut patch = snippet
+        .get("scaler")
+        .and_then(|s| s.as_array())
+        .and_then(|a| a.first())
+        .and_then(|t| t.as_table())
+        .unwrap_or_else(|| panic!("QSCALE_BENCH_SNIPPET {path}: no [[scaler]] table"))
+        .clone();
+    patch.remove("name");
+    let mut doc: toml::Table = config.parse().expect("the benchmark's config is TOML");
+    let scaler = doc
+        .get_mut("scaler")
+        .and_then(|s| s.as_array_mut())
+        .and_then(|a| a.first_mut())
+        .and_then(|t| t.as_table_mut())
+        .expect("the benchmark's [[scaler]]");
+    deep(scaler, &patch);
+    toml::to_string(&doc).expect("serialize the merged config")
+}
+
 fn qscale_config(port: u16, queue: &Queue, ns: &str, name: &str) -> String {
+    with_snippet(qscale_config_text(port, queue, ns, name))
+}
+
+fn qscale_config_text(port: u16, queue: &Queue, ns: &str, name: &str) -> String {
     let source = queue.source_toml();
     // Extra `[scaler.policy]` lines, to measure other settings (e.g. the
     // old defaults) on the same harness.

@@ -564,3 +564,184 @@ messages_per_replica = 10
     );
     daemon.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A scaler whose workers drain two queues (both SQS, on made-up URLs: the
+/// sources are injected).
+fn two_queue_config() -> ScalerConfig {
+    let text = r#"
+[[scaler]]
+name = "pool"
+[[scaler.sources]]
+name = "critical"
+kind = "sqs"
+queue_url = "https://sqs.us-east-1.amazonaws.com/123456789012/critical"
+cloudwatch = false
+[[scaler.sources]]
+name = "bulk"
+kind = "sqs"
+queue_url = "https://sqs.us-east-1.amazonaws.com/123456789012/bulk"
+cloudwatch = false
+messages_per_replica = 50
+[scaler.target]
+kind = "kubernetes"
+name = "w"
+[scaler.policy]
+max_replicas = 50
+messages_per_replica = 10
+tolerance = 0
+"#;
+    Config::from_str_with_env(text, std::path::Path::new("t.toml"), Vec::new())
+        .expect("valid test config")
+        .scalers[0]
+        .clone()
+}
+
+#[tokio::test]
+async fn the_queues_of_a_scaler_are_sampled_at_once_and_a_hanging_one_fails_alone() {
+    let rt = Runtime::new(Clients::new(), false);
+    let defaults = DefaultsConfig {
+        sample_timeout: Duration::from_secs(1),
+        ..DefaultsConfig::default()
+    };
+    let slow = |visible: u64, delay_ms: u64| -> Arc<dyn QueueSource> {
+        Arc::new(ScriptedSource {
+            visible: Mutex::new(visible),
+            fail: Mutex::new(false),
+            delay: Duration::from_millis(delay_ms),
+        })
+    };
+    // Both take 0.7 s: one after the other would be 1.4 s.
+    let tgt = target(2);
+    let mut s = Scaler::new(
+        two_queue_config(),
+        defaults.clone(),
+        Default::default(),
+        rt.clone(),
+    )
+    .with_queue_clients(vec![slow(40, 700), slow(100, 700)], tgt.clone());
+    let t = std::time::Instant::now();
+    let p = s.prepare().await;
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_millis(1_200),
+        "sampled one after the other: {took:?}"
+    );
+    s.finish(p).await;
+    // critical 40 / 10 = 4, bulk 100 / 50 = 2: the pool needs 6.
+    assert_eq!(*tgt.writes.lock().unwrap(), vec![6]);
+    let st = rt.status.get("pool").unwrap();
+    assert_eq!(st.queues.len(), 2);
+    let needs: Vec<Option<u32>> = st
+        .queues
+        .iter()
+        .map(|q| q.decision.as_ref().and_then(|d| d.replicas))
+        .collect();
+    assert_eq!(needs, [Some(4), Some(2)]);
+
+    // The bulk queue hangs past the sample timeout: the poll still ends
+    // within the timeout, decides on critical alone, never lowers the count
+    // and names the hanging queue.
+    let tgt = target(6);
+    let mut s = Scaler::new(two_queue_config(), defaults, Default::default(), rt.clone())
+        .with_queue_clients(vec![slow(80, 0), slow(100, 3_600_000)], tgt.clone());
+    let t = std::time::Instant::now();
+    let p = s.prepare().await;
+    assert!(
+        t.elapsed() < Duration::from_millis(1_500),
+        "{:?}",
+        t.elapsed()
+    );
+    s.finish(p).await;
+    assert_eq!(
+        *tgt.writes.lock().unwrap(),
+        vec![8],
+        "critical alone: 80 / 10"
+    );
+    let st = rt.status.get("pool").unwrap();
+    assert!(st.queues[0].error.is_none());
+    assert_eq!(
+        st.queues[1].error.as_ref().map(|e| e.label),
+        Some("timeout")
+    );
+    let err = st.last_error.expect("the scaler shows the queue's error");
+    assert!(
+        err.message.starts_with("queue bulk: timed out"),
+        "{}",
+        err.message
+    );
+    assert!(
+        st.reasons.iter().any(
+            |r| r.to_string() == "combine: sum of 2 queues: critical 8 + bulk (no sample) -> 8"
+        ),
+        "{:?}",
+        st.reasons
+    );
+    let metrics = rt.metrics.render();
+    assert!(
+        metrics.contains(
+            "qscale_source_errors_total{error=\"timeout\",scaler=\"pool\",source=\"sqs\"} 1\n"
+        ),
+        "{metrics}"
+    );
+}
+
+/// A pool draining two demo queues `first` and `second`, on the in-process
+/// demo world.
+fn demo_pool(first: &str, second: &str) -> Config {
+    let text = format!(
+        r#"
+[defaults]
+poll_interval = "200ms"
+[[scaler]]
+name = "pool"
+[[scaler.sources]]
+name = "{first}"
+kind = "demo"
+queue = "{first}"
+pattern = "constant:rate=20"
+[[scaler.sources]]
+name = "{second}"
+kind = "demo"
+queue = "{second}"
+pattern = "constant:rate=20"
+[scaler.target]
+kind = "demo"
+queue = "{first}"
+seconds_per_message = 1
+[scaler.policy]
+max_replicas = 10
+messages_per_replica = 10
+"#
+    );
+    Config::from_str_with_env(&text, std::path::Path::new("t.toml"), Vec::new())
+        .expect("valid test config")
+}
+
+#[tokio::test]
+async fn a_reload_that_renames_a_queue_drops_the_old_queues_series_only() {
+    let rt = Runtime::new(Clients::new(), false);
+    let mut daemon = Daemon::start(rt.clone(), demo_pool("critical", "bulk"));
+    let series =
+        |queue: &str| format!("qscale_queue_needed_replicas{{queue=\"{queue}\",scaler=\"pool\"}}");
+    async fn until(rt: &Runtime, f: impl Fn(&str) -> bool) -> bool {
+        for _ in 0..50 {
+            if f(&rt.metrics.render()) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+    assert!(
+        until(&rt, |m| m.contains(&series("critical"))
+            && m.contains(&series("bulk")))
+        .await
+    );
+    let summary = daemon.apply(demo_pool("critical", "batch"));
+    assert_eq!(summary.restarted, vec!["pool".to_string()]);
+    assert!(until(&rt, |m| m.contains(&series("batch"))).await);
+    let text = rt.metrics.render();
+    assert!(!text.contains(&series("bulk")), "{text}");
+    assert!(text.contains(&series("critical")), "{text}");
+    daemon.shutdown(Duration::from_secs(1)).await;
+}

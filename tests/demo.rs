@@ -20,7 +20,13 @@ async fn the_demo_config_builds_a_source_and_target_that_share_one_queue() {
     let s = &cfg.scalers[0];
     let shared = Clients::new();
     let timeout = Duration::from_secs(1);
-    let source = s.source.build(&shared, timeout).await.expect("source");
+    let source = s
+        .source
+        .as_ref()
+        .expect("one source")
+        .build(&shared, timeout)
+        .await
+        .expect("source");
     let target = s.target.build(&shared, timeout).await.expect("target");
     assert_eq!((source.kind(), target.kind()), ("demo", "demo"));
     assert_eq!(shared.demo.queue_names(), vec!["demo"]);
@@ -33,7 +39,10 @@ async fn the_demo_config_builds_a_source_and_target_that_share_one_queue() {
 
     // One turn of the control loop with the real policy: the target takes
     // whatever the policy decides.
-    let policy = Policy::new(&s.policy, &s.source.capabilities());
+    let policy = Policy::new(
+        &s.policy,
+        &s.source.as_ref().expect("one source").capabilities(),
+    );
     let mut state = PolicyState::new();
     let d = decide(&policy, &mut state, Some(&sample), current, Instant::now());
     target.set_replicas(d.replicas + 2).await.expect("set");
@@ -50,6 +59,12 @@ async fn rebuilding_on_a_reload_finds_the_same_queue_and_keeps_its_workers() {
     target.set_replicas(7).await.unwrap();
     let again = s.target.build(&shared, t).await.unwrap();
     assert_eq!(again.current().await.unwrap().desired, 7);
-    let _ = s.source.build(&shared, t).await.unwrap();
+    let _ = s
+        .source
+        .as_ref()
+        .expect("one source")
+        .build(&shared, t)
+        .await
+        .unwrap();
     assert_eq!(shared.demo.queue_names().len(), 1);
 }

@@ -225,7 +225,11 @@ max_message_age = "1m"
 "#;
     let cfg =
         Config::from_str_with_env(text, std::path::Path::new("c.toml"), Vec::new()).expect("valid");
-    let caps: Capabilities = cfg.scalers[0].source.capabilities();
+    let caps: Capabilities = cfg.scalers[0]
+        .source
+        .as_ref()
+        .expect("one source")
+        .capabilities();
     let policy = Policy::new(&cfg.scalers[0].policy, &caps);
     let t0 = Instant::now();
     let run = |wall: &dyn Fn(u64) -> SystemTime| {

@@ -384,6 +384,146 @@ fn the_command_exits_1_with_one_line_for_a_missing_queue_and_a_bad_range() {
     );
 }
 
+/// `--trace history:...` reads the scaler's own history in place: the same
+/// figures as writing the CSV with `qscale history scaler` and replaying
+/// it, and `qscale tune` takes it too.
+#[tokio::test]
+async fn simulate_and_tune_read_a_scalers_history_inline_as_from_the_written_csv() {
+    let url = moto::require().await;
+    let region = "eu-west-3";
+    let cw = aws_sdk_cloudwatch::Client::new(&moto::sdk_config_in(&url, region).await);
+    let queue = moto::unique("history-inline");
+    let start = unique_week();
+    // Three hours: a quiet hour, a busy one with a spike, a quiet one.
+    let sent: Vec<Option<f64>> = (0..180u64)
+        .map(|i| {
+            Some(match i {
+                60..=119 if i % 20 == 5 => 900.0,
+                60..=119 => 120.0,
+                _ => (i % 7) as f64,
+            })
+        })
+        .collect();
+    put_minutes(&cw, &queue, "NumberOfMessagesSent", start, &sent).await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("q.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[scaler]]
+name = "inline"
+
+[scaler.source]
+kind = "sqs"
+queue_name = "{queue}"
+region = "{region}"
+endpoint_url = "{url}"
+
+[scaler.target]
+kind = "kubernetes"
+namespace = "default"
+name = "workers"
+
+[scaler.policy]
+min_replicas = 1
+max_replicas = 60
+messages_per_replica = 10
+max_message_age = "2m"
+"#
+        ),
+    )
+    .expect("write config");
+    let (from, to) = (rfc3339(start), rfc3339(start + 180 * MINUTE));
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_qscale"))
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .expect("run qscale");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let cfg = config.to_str().expect("utf-8 path");
+    let csv = dir.path().join("h.csv");
+    let (code, _, err) = run(&[
+        "history",
+        "scaler",
+        "--config",
+        cfg,
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "-o",
+        csv.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let simulate = |trace: &str| {
+        run(&[
+            "simulate",
+            "--config",
+            cfg,
+            "--trace",
+            trace,
+            "--seconds-per-message",
+            "2",
+            "--compare",
+            "hpa",
+            "--output",
+            "json",
+        ])
+    };
+    let (code, from_file, err) = simulate(csv.to_str().expect("utf-8 path"));
+    assert_eq!(code, Some(0), "{err}");
+    let inline_trace = format!("history:from={from},to={to}");
+    let (code, inline, err) = simulate(&inline_trace);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(inline, from_file, "the same figures either way");
+    assert!(
+        err.contains(&format!("NumberOfMessagesSent of queue {queue}")) && err.contains("3h from"),
+        "the summary line says what was read: {err}"
+    );
+
+    let (code, out, err) = run(&[
+        "tune",
+        "--config",
+        cfg,
+        "--trace",
+        &inline_trace,
+        "--seconds-per-message",
+        "2",
+        "--budget-seconds",
+        "20",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("[scaler.policy]"), "{out}");
+
+    // A range without data is the history's own one-line error, exit 1;
+    // a misspelt key names the keys there are.
+    let (code, _, err) = simulate(&format!(
+        "history:from={},to={}",
+        rfc3339(start + 400 * MINUTE),
+        rfc3339(start + 460 * MINUTE)
+    ));
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // The queue was never created in SQS, so the error says so too.
+    assert!(
+        err.contains("does not exist") && err.contains("CloudWatch has no data"),
+        "{err}"
+    );
+    let (code, _, err) = simulate("history:since=7d");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("unknown key \"since\""), "{err}");
+}
+
 // ---- Prometheus ----
 
 const PROM_USER: &str = "qscale-test";

@@ -93,6 +93,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
             "validate",
             "contract",
             "clock",
+            "world",
             "clients",
             "policy",
             "sources",

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use qscale::contract::{Capabilities, Replicas, Sample};
 use qscale::policy::{
-    BehaviorConfig, DeadLetterConfig, Decision, FallbackAction, FallbackConfig, Policy,
-    PolicyConfig, PolicyState, RateLimitConfig, ThroughputConfig, decide,
+    BehaviorConfig, Combine, DeadLetterConfig, Decision, FallbackAction, FallbackConfig, Policy,
+    PolicyConfig, PolicyState, QueueSample, RateLimitConfig, ThroughputConfig, decide, decide_many,
 };
 
 /// SQS with CloudWatch: every measurement, in-flight counted as backlog.
@@ -596,6 +596,31 @@ fn example_bounds() {
     );
 }
 
+/// Section 6's FIFO case: 8 message groups, so `max_parallelism = 8`.
+#[test]
+fn example_max_parallelism_caps_a_fifo_pool() {
+    let p = policy(|c| {
+        c.messages_per_replica = Some(10.0);
+        c.max_parallelism = Some(8);
+    });
+    let d = decide(
+        &p,
+        &mut PolicyState::new(),
+        Some(&sample(120, 6)),
+        cur(6),
+        Instant::now(),
+    );
+    expect(
+        &d,
+        8,
+        &[
+            "signal: backlog 126 / 10 per replica -> 13",
+            "rate limit: scale-up limited to max(+100% per 15s, +4 pods per 15s) -> 12",
+            "bounds: 12 clamped to max_parallelism 8 (no more workers can be busy at once) -> 8",
+        ],
+    );
+}
+
 // ---- Example 12: fallback ---------------------------------------------------------------
 
 #[test]
@@ -858,5 +883,112 @@ fn example_dead_letters_hold_scale_up() {
             "signal: largest proposal: backlog -> 13",
             "rate limit: scale-up limited to max(+100% per 15s, +4 pods per 15s) -> 10",
         ],
+    );
+}
+
+// ---- Example 16: several queues --------------------------------------------------
+
+#[test]
+fn example_several_queues() {
+    // The pool's policy (steps 2 to 8) and each queue's own signals.
+    let pool = policy(|c| c.messages_per_replica = Some(10.0));
+    let critical = policy(|c| {
+        c.messages_per_replica = Some(5.0);
+        c.max_message_age = Some(s(30));
+    });
+    let bulk = policy(|c| {
+        c.messages_per_replica = Some(50.0);
+        c.max_message_age = Some(s(600));
+    });
+    let poll = |visible, in_flight, age| Sample {
+        oldest_age: Some(s(age)),
+        ..sample(visible, in_flight)
+    };
+    let run = |st: &mut PolicyState,
+               rows: Vec<(&'static str, Option<&Sample>)>,
+               combine: Combine,
+               current: u32,
+               at: u64| {
+        let inputs: Vec<QueueSample> = rows
+            .iter()
+            .map(|(name, sample)| QueueSample {
+                name,
+                policy: if *name == "critical" {
+                    &critical
+                } else {
+                    &bulk
+                },
+                sample: *sample,
+            })
+            .collect();
+        decide_many(
+            &pool,
+            st,
+            &inputs,
+            combine,
+            cur(current),
+            Instant::now() + s(at),
+        )
+    };
+    let (c1, b1) = (poll(10, 4, 45), poll(298, 2, 240));
+    let mut st = PolicyState::new();
+    let d = run(
+        &mut st,
+        vec![("critical", Some(&c1)), ("bulk", Some(&b1))],
+        Combine::Sum,
+        6,
+        0,
+    );
+    expect(
+        &d,
+        12,
+        &[
+            "signal: critical: backlog 14 / 5 per replica -> 3",
+            "signal: critical: oldest message 45s over objective 30s: \
+             4 (of 6 replicas, split by messages in flight) x 1.50 -> 6",
+            "signal: critical: largest proposal: age -> 6",
+            "signal: bulk: backlog 300 / 50 per replica -> 6",
+            "signal: bulk: oldest message 4m within objective 10m",
+            "signal: bulk: largest proposal: backlog -> 6",
+            "combine: sum of 2 queues: critical 6 + bulk 6 -> 12",
+        ],
+    );
+    assert_eq!(d.backlog, Some(314));
+    assert_eq!(d.oldest_age, Some(s(240)), "the oldest among the queues");
+    // 15 s later the critical queue is drained and the bulk queue cannot be
+    // read: it adds nothing, and the pool does not go below current.
+    let c2 = poll(0, 3, 0);
+    let d = run(
+        &mut st,
+        vec![("critical", Some(&c2)), ("bulk", None)],
+        Combine::Sum,
+        12,
+        15,
+    );
+    expect(
+        &d,
+        12,
+        &[
+            "signal: critical: backlog 3 / 5 per replica -> 1",
+            "signal: critical: oldest message 0s within objective 30s",
+            "signal: critical: largest proposal: backlog -> 1",
+            "missing data: bulk: no sample; not scaling down below 12",
+            "combine: sum of 2 queues: critical 0.60 + bulk (no sample) -> 1",
+            "missing data: a signal has no data; not scaling down below 12",
+        ],
+    );
+    // The first poll with `combine = "max"`: workers that take from one
+    // queue at a time need only the larger share.
+    let d = run(
+        &mut PolicyState::new(),
+        vec![("critical", Some(&c1)), ("bulk", Some(&b1))],
+        Combine::Max,
+        6,
+        0,
+    );
+    assert_eq!(d.replicas, 6);
+    assert_eq!(
+        reasons(&d).last().map(String::as_str),
+        Some("combine: largest of 2 queues: critical 6, bulk 6 -> 6")
     );
 }

@@ -304,13 +304,14 @@ fn out_of_the_box_traces() -> Vec<(String, String)> {
 fn the_config_a_new_user_writes_beats_keda_and_the_hpa_with_no_tuning() {
     // Issue 13's bar, in the simulator: no more time over the objective,
     // at most half the idle replica-seconds, at most twice the scale actions.
-    // The idle half holds on the bursts, batches and the step; on the
-    // sawtooth ramp and the diurnal swings qscale keeps the oldest
-    // message within seconds while KEDA+HPA lets a standing backlog of nine
-    // messages per replica wait, and the simulator's KEDA+HPA model costs
-    // 11-18 % more there than the end-to-end benchmark's (docs/simulate.md):
+    // The idle half holds on the bursts, batches, the step and the first
+    // diurnal swing; on the sawtooth ramp and the deeper diurnal swing
+    // qscale keeps the oldest message within seconds while KEDA+HPA lets a
+    // standing backlog of nine messages per replica wait, and qscale's cost
+    // there depends on which short drains its polls happen to see (0.32 to
+    // 0.66 of the baseline's idle on the ramp over poll-jitter seeds 0-5):
     // on those two the test holds qscale to no more idle than the baseline.
-    let continuous = ["ramp", "diurnal", "diurnal-2"];
+    let continuous = ["ramp", "diurnal-2"];
     let traces = out_of_the_box_traces();
     assert_eq!(traces.len(), 8, "{traces:?}");
     for (name, pattern) in traces {
@@ -587,6 +588,16 @@ fn bad_traces_patterns_and_flags_give_one_clear_line_never_a_panic() {
             vec!["--config", "missing.toml", "--trace", "constant:rate=1"],
             2,
             "cannot read config file",
+        ),
+        (
+            vec![
+                "--config",
+                "config/sqs-inference-dlq.toml",
+                "--trace",
+                "constant:rate=1",
+            ],
+            1,
+            "scaler \"inference\" drains several queues (sources), and the simulator models one queue",
         ),
     ];
     for (extra, want_code, want) in cases {

@@ -424,3 +424,21 @@ fn a_terminal_gets_a_progress_line_that_is_cleared_at_the_end() {
     // The report itself is untouched by the progress line.
     json(&std::fs::read_to_string(&out).expect("report"));
 }
+
+#[test]
+fn a_scaler_with_several_queues_is_refused_with_one_line_saying_what_to_do() {
+    let (code, out, err) = qscale(&[
+        "tune",
+        "--config",
+        "config/rabbitmq-inference-dlq.toml",
+        "--trace",
+        "constant:rate=1",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("drains several queues (sources), and the simulator models one queue")
+            && err.contains("as its [scaler.source]"),
+        "{err}"
+    );
+}

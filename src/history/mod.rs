@@ -27,6 +27,7 @@
 //! credentials and error mapping as the daemon.
 
 pub mod cloudwatch;
+pub mod inline;
 pub mod prometheus;
 pub mod spread;
 
@@ -726,8 +727,15 @@ pub fn plan(args: &HistoryArgs) -> Result<(Plan, &CommonArgs), HistoryError> {
         HistorySource::Scaler(s) => {
             let cfg = Config::load(&s.config)?;
             let scaler = pick_scaler(&cfg, s.scaler.as_deref(), &s.config)?;
+            let Some(source) = &scaler.source else {
+                return Err(HistoryError::Usage(format!(
+                    "scaler {:?} drains several queues (sources); read each queue's history \
+                     on its own with `qscale history sqs` or `qscale history prometheus`",
+                    scaler.name
+                )));
+            };
             Ok((
-                Plan::for_source(&scaler.source, s.start_backlog, s.step)?,
+                Plan::for_source(source, s.start_backlog, s.step)?,
                 &s.common,
             ))
         }
@@ -791,6 +799,27 @@ pub async fn execute(
     err: &mut dyn Write,
 ) -> Result<History, HistoryError> {
     execute_with(args, &AwsConfigs::new(), SystemTime::now(), out, err).await
+}
+
+/// Read a history for `simulate`/`tune --trace history:...`: as
+/// [`execute`], but the trace stays in memory; the warnings and a summary
+/// line go to `err`.
+pub async fn read(args: &HistoryArgs, err: &mut dyn Write) -> Result<History, HistoryError> {
+    let (plan, common) = plan(args)?;
+    let h = import(&plan, common, &AwsConfigs::new(), SystemTime::now()).await?;
+    for w in &h.warnings {
+        let _ = writeln!(err, "warning: {w}");
+    }
+    let _ = writeln!(
+        err,
+        "{}: {} from {}, {} messages, {} call(s)",
+        h.what,
+        humantime::format_duration(Duration::from_secs(h.trace.len_seconds())),
+        rfc3339(h.start),
+        h.trace.total(),
+        h.calls
+    );
+    Ok(h)
 }
 
 /// [`execute`] with the AWS configs (credentials) and the current time

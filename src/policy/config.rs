@@ -162,6 +162,16 @@ fn default_target_utilization() -> f64 {
     1.0
 }
 
+impl Default for ThroughputConfig {
+    fn default() -> Self {
+        ThroughputConfig {
+            seconds_per_message: None,
+            drain_within: None,
+            target_utilization: default_target_utilization(),
+        }
+    }
+}
+
 /// The dead-letter rule's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -171,6 +181,29 @@ pub struct DeadLetterConfig {
     /// the backlog (the count is held, never lowered because of it), e.g.
     /// `0.1` = 10 %.
     pub max_fraction: f64,
+}
+
+/// How the needs of a scaler's queues (`sources`) add up to one count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Combine {
+    /// The workers drain every queue at once: size for the sum of the
+    /// queues' needs.
+    #[default]
+    Sum,
+    /// The workers drain the queues one after the other: size for the
+    /// largest need.
+    Max,
+}
+
+impl Combine {
+    /// The config value, for reasons and summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            Combine::Sum => "sum",
+            Combine::Max => "max",
+        }
+    }
 }
 
 /// Behavior of one direction, with the HPA's semantics.
@@ -280,6 +313,23 @@ impl PolicyConfig {
     /// age or a service time the source cannot measure is estimated), so no
     /// rule here depends on the source.
     pub fn validate(&self, path: &str, p: &mut Problems) {
+        self.validate_checking(path, p, true);
+    }
+
+    /// Whether any signal is set.
+    pub fn has_signal(&self) -> bool {
+        self.messages_per_replica.is_some()
+            || self.throughput.is_some()
+            || self.max_message_age.is_some()
+    }
+
+    /// Every rule but "at least one signal": a scaler with several queues
+    /// checks that per queue, since each may set its own.
+    pub fn validate_without_signals(&self, path: &str, p: &mut Problems) {
+        self.validate_checking(path, p, false);
+    }
+
+    fn validate_checking(&self, path: &str, p: &mut Problems, signals: bool) {
         if self.max_replicas == 0 {
             p.push(format!("{path}.max_replicas"), "must be >= 1");
         }
@@ -303,10 +353,7 @@ impl PolicyConfig {
                 format!("must be >= min_replicas ({})", self.min_replicas),
             );
         }
-        if self.messages_per_replica.is_none()
-            && self.throughput.is_none()
-            && self.max_message_age.is_none()
-        {
+        if signals && !self.has_signal() {
             p.push(
                 path,
                 "set at least one signal: messages_per_replica, throughput or max_message_age",

@@ -14,8 +14,12 @@
 //! take at least as many messages as the visible count drops, so
 //! s <= busy·Δt / (visible drop). That bound is tight when few messages
 //! arrive during the drain (after a burst) and loose otherwise, so the
-//! estimate follows lower bounds quickly and higher ones slowly; it errs
-//! towards a longer service time, which errs towards more workers.
+//! estimate follows lower bounds quickly; a higher bound moves it (slowly)
+//! only when the drain was slower even counting the arrivals the current
+//! estimates expect during it. Under a steady load every drain has
+//! arrivals in it, and following the raw bounds up crept `s` to several
+//! times the truth, which made the throughput signal overreact to every
+//! wobble of the depth.
 //!
 //! Both rates are smoothed with an exponential moving average whose weight
 //! depends on the time between samples, so the estimate means the same
@@ -74,8 +78,9 @@ pub(crate) struct Observation {
     pub in_flight: Option<u64>,
     /// The source's own arrival rate, if it measures one.
     pub arrival_rate: Option<f64>,
-    /// Workers that are up (ready, else desired).
-    pub workers: u32,
+    /// Workers that are up (ready, else desired); in a pool that drains
+    /// several queues, this queue's share of them.
+    pub workers: f64,
 }
 
 /// The estimates after an observation.
@@ -103,9 +108,8 @@ pub(crate) struct Estimator {
     service: Option<f64>,
     /// Learned from drains (an upper bound), when arrivals are not measured.
     drain_service: Option<f64>,
-    /// The drain being watched: busy worker-seconds since it started, and
-    /// the visible count it started from.
-    drain_run: Option<(f64, u64)>,
+    /// The drain being watched.
+    drain_run: Option<DrainRun>,
     /// Cumulative arrivals since the estimator started, at each sample, the
     /// time as nanoseconds since `base`: 16 bytes a point where an
     /// `Instant` would take 24, for up to [`AGE_POINTS`] points per scaler.
@@ -117,6 +121,27 @@ pub(crate) struct Estimator {
     /// Estimated arrivals that came out negative, to be netted against the
     /// next positive ones (see `update`).
     arrival_debt: f64,
+}
+
+/// A run of samples with messages waiting, watched to learn `s`.
+#[derive(Debug, Clone, Copy)]
+struct DrainRun {
+    /// Busy worker-seconds since the run started.
+    worked: f64,
+    /// The visible count it started from.
+    start: u64,
+    /// Messages the current arrival estimate says came in during the run.
+    arrived: f64,
+}
+
+impl DrainRun {
+    fn from(visible: u64) -> DrainRun {
+        DrainRun {
+            worked: 0.0,
+            start: visible,
+            arrived: 0.0,
+        }
+    }
 }
 
 fn ewma(prev: Option<f64>, x: f64, dt: Duration, tau: Duration) -> f64 {
@@ -279,7 +304,7 @@ impl Estimator {
         let saturated = prev.visible > 0 && cur.visible > 0;
         let busy = match (prev.in_flight, cur.in_flight) {
             (Some(a), Some(b)) => Some((a + b) as f64 / 2.0),
-            _ if saturated => Some(f64::from(o.workers)),
+            _ if saturated => Some(o.workers),
             _ => None,
         };
 
@@ -343,20 +368,47 @@ impl Estimator {
             self.drain_run = None;
             return;
         };
-        let (mut worked, start) = self.drain_run.unwrap_or((0.0, prev.visible));
-        worked += busy * dt.as_secs_f64();
-        if cur.visible > start {
-            self.drain_run = Some((0.0, cur.visible));
-        } else if start - cur.visible >= MIN_DRAIN && worked > 0.0 {
-            let s = (worked / (start - cur.visible) as f64).clamp(0.001, 3600.0);
-            let tau = match self.drain_service {
-                Some(d) if s > d => DRAIN_UP_TAU,
-                _ => DRAIN_DOWN_TAU,
+        let mut run = self.drain_run.unwrap_or(DrainRun::from(prev.visible));
+        run.worked += busy * dt.as_secs_f64();
+        run.arrived += self.arrival.unwrap_or(0.0) * dt.as_secs_f64();
+        if cur.visible > run.start {
+            self.drain_run = Some(DrainRun::from(cur.visible));
+        } else if run.start - cur.visible >= self.min_drain(run.start) && run.worked > 0.0 {
+            let fell = (run.start - cur.visible) as f64;
+            let bound = (run.worked / fell).clamp(0.001, 3600.0);
+            self.drain_service = match self.drain_service {
+                None => Some(bound),
+                // A faster drain than `s` allows: `s` is too long.
+                Some(d) if bound < d => Some(ewma(Some(d), bound, dt, DRAIN_DOWN_TAU)),
+                // A slower one says something only if it is slower even
+                // with the arrivals the current estimates expect during
+                // it: at a steady load the bound is loose by exactly those
+                // arrivals, and following it crept `s` up to four times
+                // the truth in the simulator.
+                Some(d) => {
+                    let s = (run.worked / (fell + run.arrived)).clamp(0.001, 3600.0);
+                    Some(if s > d {
+                        ewma(Some(d), s, dt, DRAIN_UP_TAU)
+                    } else {
+                        d
+                    })
+                }
             };
-            self.drain_service = Some(ewma(self.drain_service, s, dt, tau));
-            self.drain_run = Some((0.0, cur.visible));
+            self.drain_run = Some(DrainRun::from(cur.visible));
         } else {
-            self.drain_run = Some((worked, start));
+            self.drain_run = Some(run);
+        }
+    }
+
+    /// How far a drain must fall before it is read out. The first reading
+    /// becomes the estimate as it is, so it waits for a tenth of the
+    /// backlog: a fall of 3 of 1,300 messages, while nearly as many
+    /// arrived as 40 busy workers took, read as 133 s per message where
+    /// the truth was 2, and nothing after that flash crowd brought it down.
+    fn min_drain(&self, start: u64) -> u64 {
+        match self.drain_service {
+            None => MIN_DRAIN.max(start / 10),
+            Some(_) => MIN_DRAIN,
         }
     }
 
@@ -390,7 +442,7 @@ mod tests {
             visible,
             in_flight,
             arrival_rate: arrival,
-            workers,
+            workers: f64::from(workers),
         }
     }
 
@@ -479,6 +531,70 @@ mod tests {
         );
         let s = est.seconds_per_message.unwrap();
         assert!(s > 2.0 && s < 2.5, "{s}");
+    }
+
+    #[test]
+    fn a_steady_load_does_not_creep_the_learned_service_time_up() {
+        // 30 workers at 2 s per message: first a burst of 600 drained with
+        // nothing arriving (s = 2 is learned), then an hour of 15 msg/s,
+        // exactly what the workers take, arriving unevenly: 100, 100, 50,
+        // 50 per 5 s. Short backlogs form and drain while messages keep
+        // arriving, so every drain looks three times too slow (a bound of
+        // 6 s); the arrivals the estimates expect explain it, so `s` stays.
+        let t0 = Instant::now();
+        let step = Duration::from_secs(5);
+        let mut e = Estimator::default();
+        let mut t = t0;
+        let mut visible = 600u64;
+        loop {
+            e.observe(t, &obs(visible + 30, visible, Some(30), None, 30), None);
+            if visible == 0 {
+                break;
+            }
+            visible = visible.saturating_sub(75);
+            t += step;
+        }
+        let learned = e
+            .estimates(t, &obs(30, 0, Some(30), None, 30), None)
+            .seconds_per_message
+            .unwrap();
+        assert!((learned - 2.0).abs() < 0.2, "{learned}");
+        for i in 0..720 {
+            t += step;
+            let arrived = if i % 4 < 2 { 100 } else { 50 };
+            visible = (visible + arrived).saturating_sub(75);
+            e.observe(t, &obs(visible + 30, visible, Some(30), None, 30), None);
+        }
+        let est = e.estimates(t, &obs(visible + 30, visible, Some(30), None, 30), None);
+        let s = est.seconds_per_message.unwrap();
+        assert!(s < 2.5, "crept up to {s}");
+        let lambda = est.arrival_rate.unwrap();
+        assert!((lambda - 15.0).abs() < 3.0, "{lambda}");
+    }
+
+    #[test]
+    fn the_first_reading_waits_for_a_tenth_of_the_backlog_to_drain() {
+        // 40 busy workers, 1,326 waiting: 3 fewer after 10 s (nearly as
+        // many arrived as were taken) would read as 133 s per message; the
+        // first reading waits until 133 have drained.
+        let t0 = Instant::now();
+        let mut e = Estimator::default();
+        e.observe(t0, &obs(1366, 1326, Some(40), None, 40), None);
+        let est = e.observe(
+            t0 + Duration::from_secs(10),
+            &obs(1363, 1323, Some(40), None, 40),
+            None,
+        );
+        assert_eq!(est.seconds_per_message, None);
+        let est = e.observe(
+            t0 + Duration::from_secs(40),
+            &obs(1140, 1100, Some(40), None, 40),
+            None,
+        );
+        // 40 workers x 40 s over 226 messages: 7 s, an upper bound far
+        // closer than 133.
+        let s = est.seconds_per_message.unwrap();
+        assert!((s - 1600.0 / 226.0).abs() < 1e-6, "{s}");
     }
 
     #[test]

@@ -13,6 +13,12 @@
 //! 7. fallback after repeated failed or stale samples;
 //! 8. pause.
 //!
+//! [`decide_many`] is the same decision for a pool of workers that drains
+//! several queues: step 1 runs per queue (each with its own settings and
+//! estimates, and its share of the pool), the queues' needs are added (or
+//! the largest taken), and steps 2 to 8 run once on that number. With one
+//! queue it is exactly [`decide`].
+//!
 //! Missing data is never read as zero: a failed sample holds the current
 //! count, and a sample that lacks an input some configured signal needs can
 //! raise the count but never lower it. The same function drives the daemon,
@@ -25,6 +31,7 @@ mod dead_letter;
 mod estimate;
 mod queue_settings;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -32,7 +39,7 @@ use serde::Serialize;
 
 pub use config::DeadLetterConfig;
 pub use config::{
-    Behavior, BehaviorConfig, Fallback, FallbackAction, FallbackConfig, LimitAmount,
+    Behavior, BehaviorConfig, Combine, Fallback, FallbackAction, FallbackConfig, LimitAmount,
     MAX_REPLICAS_LIMIT, Policy, PolicyConfig, RateLimit, RateLimitConfig, SelectPolicy, Throughput,
     ThroughputConfig, default_scale_down_cooldown, default_scale_down_stabilization,
 };
@@ -47,6 +54,8 @@ use estimate::{Estimates, Estimator, Observation};
 #[serde(rename_all = "snake_case")]
 pub enum Step {
     Signal,
+    /// Several queues' needs added up (or the largest taken).
+    Combine,
     MissingData,
     Tolerance,
     DeadLetter,
@@ -62,6 +71,7 @@ impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = match self {
             Step::Signal => "signal",
+            Step::Combine => "combine",
             Step::MissingData => "missing data",
             Step::Tolerance => "tolerance",
             Step::DeadLetter => "dead letters",
@@ -107,24 +117,33 @@ pub struct Decision {
     pub current: u32,
     /// Every step that shaped the number, in order.
     pub reasons: Vec<Reason>,
-    /// Each configured signal's proposal.
+    /// Each configured signal's proposal (one queue; with several, each
+    /// queue's are in `queues`).
     pub proposals: Vec<Proposal>,
-    /// Messages counted as backlog, when measured.
+    /// With several queues, what each one asked for, in config order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<QueueDecision>,
+    /// Messages counted as backlog, when measured (several queues: the
+    /// total of those measured).
     pub backlog: Option<u64>,
     /// Age of the oldest waiting message the age signal used: measured, or
-    /// estimated from the sample history when the source cannot measure it.
+    /// estimated from the sample history when the source cannot measure it
+    /// (several queues: the oldest among them).
     #[serde(rename = "oldest_age_seconds", serialize_with = "opt_secs")]
     pub oldest_age: Option<Duration>,
     /// `oldest_age` is an estimate, not the source's measurement.
     pub oldest_age_estimated: bool,
-    /// The arrival rate used (measured or estimated), messages/s.
+    /// The arrival rate used (measured or estimated), messages/s (several
+    /// queues: the total of those known).
     pub arrival_rate: Option<f64>,
-    /// The seconds per message used (configured or learned).
+    /// The seconds per message used (configured or learned); with several
+    /// queues, see each queue's.
     pub seconds_per_message: Option<f64>,
     /// `seconds_per_message` was learned, not configured.
     pub seconds_per_message_learned: bool,
     /// Messages per second arriving in the dead-letter queue, from the
-    /// growth of its depth; `None` while unknown.
+    /// growth of its depth; `None` while unknown (several queues: the total
+    /// of those known).
     pub dead_letter_rate: Option<f64>,
     /// The fallback is in force.
     pub fallback_active: bool,
@@ -147,16 +166,25 @@ impl Decision {
 #[derive(Debug, Clone, Default)]
 pub struct PolicyState {
     history: History,
-    estimator: Estimator,
+    /// Each queue's estimates, by queue name (`""` for a scaler with one
+    /// queue), so they survive reloads as the windows do.
+    queues: BTreeMap<String, QueueState>,
     consecutive_failures: u32,
     last_active: Option<Instant>,
-    dead_letters: dead_letter::DeadLetterRate,
     /// Since when a step down has been waiting for the stabilized count to
     /// settle (`None` while not waiting).
     settling_since: Option<Instant>,
     /// The target's count at the last decision, held while the target
     /// cannot be read.
     last_current: Option<u32>,
+}
+
+/// What is learned about one queue: its arrival rate, seconds per message
+/// and age history, and its dead-letter rate.
+#[derive(Debug, Clone, Default)]
+struct QueueState {
+    estimator: Estimator,
+    dead_letters: dead_letter::DeadLetterRate,
 }
 
 impl PolicyState {
@@ -273,14 +301,130 @@ fn inputs(policy: &Policy, s: &Sample) -> Inputs {
     }
 }
 
-/// Decide the replica count for one poll.
+/// Decide the replica count for one poll of a scaler with one queue.
 ///
 /// `sample` is `None` when the poll failed. `current` is the target's state
-/// now. Pure: the same inputs and state give the same decision.
+/// now. Pure: the same inputs and state give the same decision. The
+/// one-queue case of [`decide_many`].
 pub fn decide(
     policy: &Policy,
     state: &mut PolicyState,
     sample: Option<&Sample>,
+    current: Replicas,
+    now: Instant,
+) -> Decision {
+    decide_many(
+        policy,
+        state,
+        &[QueueSample {
+            name: "",
+            policy,
+            sample,
+        }],
+        Combine::Sum,
+        current,
+        now,
+    )
+}
+
+/// One queue's input to [`decide_many`].
+#[derive(Debug, Clone, Copy)]
+pub struct QueueSample<'a> {
+    /// The queue's name, for reasons and its own estimator state; empty for
+    /// a scaler with one queue.
+    pub name: &'a str,
+    /// What this queue's signals read: the scaler's policy with the queue's
+    /// own settings (age objective, messages per replica, seconds per
+    /// message) and its source's capabilities in place. Steps 2 to 8 read
+    /// the scaler's policy.
+    pub policy: &'a Policy,
+    /// `None` when this queue's sample failed.
+    pub sample: Option<&'a Sample>,
+}
+
+/// What one queue of a scaler with several asked for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueDecision {
+    pub name: String,
+    /// The queue was sampled this poll.
+    pub sampled: bool,
+    /// What this queue needs: its largest signal's proposal, `None` when no
+    /// signal could say.
+    pub replicas: Option<u32>,
+    /// The replicas counted as working on this queue (its share of the
+    /// pool, for the age signal and learning the seconds per message).
+    pub share: f64,
+    /// Each of its signals' proposals.
+    pub proposals: Vec<Proposal>,
+    pub backlog: Option<u64>,
+    #[serde(rename = "oldest_age_seconds", serialize_with = "opt_secs")]
+    pub oldest_age: Option<Duration>,
+    pub oldest_age_estimated: bool,
+    pub arrival_rate: Option<f64>,
+    pub seconds_per_message: Option<f64>,
+    pub seconds_per_message_learned: bool,
+    pub dead_letter_rate: Option<f64>,
+}
+
+/// What step 1 found for one queue.
+struct QueueOutcome {
+    /// `None`: the queue's sample failed.
+    inp: Option<Inputs>,
+    est: Estimates,
+    dead_letter_rate: Option<f64>,
+    signals: Signals,
+    proposals: Vec<Proposal>,
+    reasons: Vec<Reason>,
+    share: f64,
+}
+
+impl QueueOutcome {
+    /// The largest proposal a signal with data made (the fallback never
+    /// goes below what measured signals ask for).
+    fn measured(&self) -> Option<u32> {
+        self.proposals.iter().filter_map(|p| p.replicas).max()
+    }
+}
+
+/// How the pool's replicas split over its queues, for the signals that read
+/// the current count: by the messages each has in flight (the workers busy
+/// on it), else by backlog, else evenly. Fractions that add up to 1, and the
+/// basis in words.
+fn split(queues: &[QueueSample]) -> (Vec<f64>, &'static str) {
+    let n = queues.len();
+    if n == 1 {
+        return (vec![1.0], "all");
+    }
+    let by = |f: &dyn Fn(&QueueSample) -> Option<u64>| -> Option<Vec<f64>> {
+        let counts: Option<Vec<u64>> = queues.iter().map(f).collect();
+        let counts = counts?;
+        let total: u64 = counts.iter().fold(0u64, |a, &c| a.saturating_add(c));
+        (total > 0).then(|| counts.iter().map(|&c| c as f64 / total as f64).collect())
+    };
+    if let Some(f) = by(&|q| q.sample.and_then(|s| s.in_flight)) {
+        return (f, "split by messages in flight");
+    }
+    if let Some(f) = by(&|q| q.sample.and_then(|s| inputs(q.policy, s).backlog)) {
+        return (f, "split by backlog");
+    }
+    (vec![1.0 / n as f64; n], "split evenly")
+}
+
+/// Decide the replica count for one poll of a scaler whose workers drain
+/// several queues (docs/policy.md, "Several queues").
+///
+/// Step 1 runs per queue, with the queue's own policy and estimator state;
+/// each queue's need is its largest proposal. `combine` adds the needs
+/// (`sum`: the workers take from every queue) or takes the largest
+/// (`max`), and steps 2 to 8 run once on that number with `policy`. A queue
+/// whose sample failed adds nothing and keeps the count from going down;
+/// all of them failing is a failed poll. With one queue this is exactly
+/// [`decide`].
+pub fn decide_many(
+    policy: &Policy,
+    state: &mut PolicyState,
+    queues: &[QueueSample],
+    combine: Combine,
     current: Replicas,
     now: Instant,
 ) -> Decision {
@@ -289,66 +433,96 @@ pub fn decide(
         // The idle clock for scale to zero starts when qscale first looks.
         state.last_active = Some(now);
     }
+    // Queues no longer configured take their estimates with them.
+    state
+        .queues
+        .retain(|name, _| queues.iter().any(|q| q.name == name));
     let cur = current.desired;
     state.last_current = Some(cur);
+    let multi = queues.len() > 1;
     let mut reasons = Vec::new();
     let mut proposals = Vec::new();
-    let mut est = Estimates::default();
-    let mut backlog = None;
-    let mut oldest_age = None;
-    let mut age_estimated = false;
-    let mut dead_letter_rate = None;
+    let mut details = Vec::new();
+    let mut measured = None;
+    let mut pool = Pool::default();
 
-    let unbounded = match sample {
-        None => {
-            state.consecutive_failures = state.consecutive_failures.saturating_add(1);
-            state.history.hold(now, cur);
-            reasons.push(Reason {
-                step: Step::MissingData,
-                message: format!("no sample; holding at {cur}"),
-            });
-            cur
-        }
-        Some(s) => {
-            dead_letter_rate = state.dead_letters.observe(now, s.dead_letter);
-            let mut inp = inputs(policy, s);
-            backlog = inp.backlog;
-            if let Some(visible) = s.visible {
-                let depth = inp.activity.unwrap_or(visible);
-                est = state.estimator.observe(
-                    now,
-                    &Observation {
-                        depth,
-                        visible,
-                        in_flight: s.in_flight,
-                        arrival_rate: s.arrival_rate,
-                        workers: current.ready.unwrap_or(cur),
-                    },
-                    policy.throughput.and_then(|t| t.seconds_per_message),
-                );
-                // A fresh measured age wins; the estimate fills the gap.
-                if inp.oldest_age.is_none() && est.oldest_age.is_some() {
-                    inp.oldest_age = est.oldest_age;
-                    inp.age_estimated = true;
-                    inp.age_at_least = est.oldest_age_at_least;
-                }
-            }
-            oldest_age = inp.oldest_age;
-            age_estimated = inp.age_estimated;
-            if inp.activity.is_some_and(|a| a > 0) || inp.oldest_age.is_some_and(|a| !a.is_zero()) {
-                state.last_active = Some(now);
-            }
-            with_sample(
-                policy,
-                state,
-                &inp,
-                &est,
-                current,
-                now,
-                &mut reasons,
-                &mut proposals,
+    let unbounded = if queues.iter().all(|q| q.sample.is_none()) {
+        state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+        state.history.hold(now, cur);
+        let message = if multi {
+            format!(
+                "no sample from any of the {} queues; holding at {cur}",
+                queues.len()
             )
+        } else {
+            format!("no sample; holding at {cur}")
+        };
+        reasons.push(Reason {
+            step: Step::MissingData,
+            message,
+        });
+        if multi {
+            let (fractions, _) = split(queues);
+            for (q, f) in queues.iter().zip(fractions) {
+                details.push(QueueDecision {
+                    name: q.name.to_string(),
+                    sampled: false,
+                    replicas: None,
+                    share: f * f64::from(cur),
+                    proposals: Vec::new(),
+                    backlog: None,
+                    oldest_age: None,
+                    oldest_age_estimated: false,
+                    arrival_rate: None,
+                    seconds_per_message: None,
+                    seconds_per_message_learned: false,
+                    dead_letter_rate: None,
+                });
+            }
         }
+        cur
+    } else {
+        let (fractions, basis) = split(queues);
+        let outcomes: Vec<QueueOutcome> = queues
+            .iter()
+            .zip(&fractions)
+            .map(|(q, &f)| {
+                // One queue's name is "": the key costs no allocation.
+                let qs = state.queues.entry(q.name.to_string()).or_default();
+                let note = multi.then(|| format!("of {cur} replicas, {basis}"));
+                queue_step1(q, qs, f, note, current, now)
+            })
+            .collect();
+        if outcomes.iter().filter_map(|o| o.inp.as_ref()).any(|i| {
+            i.activity.is_some_and(|a| a > 0) || i.oldest_age.is_some_and(|a| !a.is_zero())
+        }) {
+            state.last_active = Some(now);
+        }
+        let step1 = combined(queues, &outcomes, combine, &mut reasons);
+        pool = Pool::of(&outcomes, multi);
+        measured = combine_counts(combine, outcomes.iter().map(QueueOutcome::measured));
+        for (q, o) in queues.iter().zip(outcomes) {
+            if multi {
+                let sampled = o.inp.is_some();
+                details.push(QueueDecision {
+                    name: q.name.to_string(),
+                    sampled,
+                    replicas: o.signals.best.map(|(r, _)| ceil_replicas(r)),
+                    share: o.share,
+                    proposals: o.proposals,
+                    backlog: o.inp.as_ref().and_then(|i| i.backlog),
+                    oldest_age: o.inp.as_ref().and_then(|i| i.oldest_age),
+                    oldest_age_estimated: o.inp.as_ref().is_some_and(|i| i.age_estimated),
+                    arrival_rate: o.est.arrival_rate,
+                    seconds_per_message: o.est.seconds_per_message,
+                    seconds_per_message_learned: o.est.service_learned,
+                    dead_letter_rate: o.dead_letter_rate,
+                });
+            } else {
+                proposals = o.proposals;
+            }
+        }
+        settle(policy, state, &step1, &pool, current, now, &mut reasons)
     };
 
     // 6. Bounds (and the parallelism cap, a bound the work itself sets).
@@ -377,7 +551,6 @@ pub fn decide(
         let fb = policy.fallback;
         // What the signals that still have data ask for: the fallback never
         // overrides a measured need for more workers.
-        let measured = proposals.iter().filter_map(|p| p.replicas).max();
         let target = match fb.action {
             FallbackAction::Hold => replicas.max(cur.min(policy.max_replicas)),
             // Exactly `replicas`, for failed and stale samples alike (it may
@@ -417,13 +590,14 @@ pub fn decide(
         current: cur,
         reasons,
         proposals,
-        backlog,
-        oldest_age,
-        oldest_age_estimated: age_estimated,
-        arrival_rate: est.arrival_rate,
-        seconds_per_message: est.seconds_per_message,
-        seconds_per_message_learned: est.service_learned,
-        dead_letter_rate,
+        queues: details,
+        backlog: pool.backlog,
+        oldest_age: pool.oldest_age,
+        oldest_age_estimated: pool.age_estimated,
+        arrival_rate: pool.arrival_rate,
+        seconds_per_message: pool.seconds_per_message,
+        seconds_per_message_learned: pool.seconds_per_message_learned,
+        dead_letter_rate: pool.dead_letter_rate,
         fallback_active,
         paused: policy.paused,
         unpaused_replicas: unpaused,
@@ -511,18 +685,262 @@ fn age_budget(policy: &Policy, inp: &Inputs, est: &Estimates, backlog: u64) -> O
     })
 }
 
-/// Steps 1 to 5 for a poll that produced a sample.
-#[allow(clippy::too_many_arguments)]
-fn with_sample(
-    policy: &Policy,
-    state: &mut PolicyState,
-    inp: &Inputs,
-    est: &Estimates,
+/// A queue's share of the pool's replicas, for the signals that read the
+/// current count.
+struct Share {
+    replicas: f64,
+    /// How the share was found (`None` with one queue: it is the whole
+    /// pool).
+    note: Option<String>,
+}
+
+impl Share {
+    /// `6` with one queue, `2.5 (of 6 replicas, split by ...)` with several.
+    fn describe(&self) -> String {
+        match &self.note {
+            None => num(self.replicas),
+            Some(n) => format!("{} ({n})", num(self.replicas)),
+        }
+    }
+}
+
+/// What one queue's signals found.
+#[derive(Debug, Clone, Copy, Default)]
+struct Signals {
+    /// Raw (unrounded) proposal of the winning signal, for the tolerance
+    /// test, and its name.
+    best: Option<(f64, &'static str)>,
+    /// A configured signal lacked a measured input: counts as a stale sample.
+    stale: bool,
+    /// Some signal could not say anything: do not scale down on what is left.
+    floor_at_current: bool,
+}
+
+/// What step 1 found for the whole pool.
+struct Step1 {
+    /// The combined raw need; `None` when no signal could say.
+    raw: Option<f64>,
+    stale: bool,
+    floor_at_current: bool,
+}
+
+/// The pool-wide figures the later steps and the decision read: one
+/// queue's own, or for several the total backlog and activity, the oldest
+/// age among the queues and the summed rates.
+#[derive(Debug, Clone, Default)]
+struct Pool {
+    backlog: Option<u64>,
+    /// `None` (unknown: never idle) unless every queue measured it.
+    activity: Option<u64>,
+    oldest_age: Option<Duration>,
+    age_estimated: bool,
+    arrival_rate: Option<f64>,
+    seconds_per_message: Option<f64>,
+    seconds_per_message_learned: bool,
+    dead_letter_rate: Option<f64>,
+}
+
+/// The sum of the known values; `None` when none is known.
+fn sum_known(xs: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    xs.flatten().reduce(|a, b| a + b)
+}
+
+impl Pool {
+    fn of(outcomes: &[QueueOutcome], multi: bool) -> Pool {
+        if !multi {
+            let Some(o) = outcomes.first() else {
+                return Pool::default();
+            };
+            let inp = o.inp.as_ref();
+            return Pool {
+                backlog: inp.and_then(|i| i.backlog),
+                activity: inp.and_then(|i| i.activity),
+                oldest_age: inp.and_then(|i| i.oldest_age),
+                age_estimated: inp.is_some_and(|i| i.age_estimated),
+                arrival_rate: o.est.arrival_rate,
+                seconds_per_message: o.est.seconds_per_message,
+                seconds_per_message_learned: o.est.service_learned,
+                dead_letter_rate: o.dead_letter_rate,
+            };
+        }
+        let inputs = || outcomes.iter().map(|o| o.inp.as_ref());
+        let backlog = inputs()
+            .filter_map(|i| i?.backlog)
+            .reduce(|a, b| a.saturating_add(b));
+        let activity = inputs()
+            .map(|i| i.and_then(|i| i.activity))
+            .try_fold(0u64, |a, x| x.map(|x| a.saturating_add(x)));
+        let oldest = inputs()
+            .filter_map(|i| i.and_then(|i| i.oldest_age.map(|a| (a, i.age_estimated))))
+            .max_by_key(|(a, _)| *a);
+        Pool {
+            backlog,
+            activity,
+            oldest_age: oldest.map(|(a, _)| a),
+            age_estimated: oldest.is_some_and(|(_, e)| e),
+            arrival_rate: sum_known(outcomes.iter().map(|o| o.est.arrival_rate)),
+            seconds_per_message: None,
+            seconds_per_message_learned: false,
+            dead_letter_rate: sum_known(outcomes.iter().map(|o| o.dead_letter_rate)),
+        }
+    }
+}
+
+/// Sum (or the largest of) the counts that are known; `None` when none is.
+fn combine_counts(combine: Combine, xs: impl Iterator<Item = Option<u32>>) -> Option<u32> {
+    xs.flatten().reduce(|a, b| match combine {
+        Combine::Sum => a.saturating_add(b),
+        Combine::Max => a.max(b),
+    })
+}
+
+/// Step 1 for one queue: its estimates and its signals' proposals.
+fn queue_step1(
+    q: &QueueSample,
+    qs: &mut QueueState,
+    fraction: f64,
+    note: Option<String>,
     current: Replicas,
     now: Instant,
+) -> QueueOutcome {
+    let cur = current.desired;
+    let share = Share {
+        replicas: fraction * f64::from(cur),
+        note,
+    };
+    let Some(s) = q.sample else {
+        return QueueOutcome {
+            inp: None,
+            est: Estimates::default(),
+            dead_letter_rate: None,
+            signals: Signals {
+                best: None,
+                stale: true,
+                floor_at_current: true,
+            },
+            proposals: Vec::new(),
+            reasons: vec![Reason {
+                step: Step::MissingData,
+                message: format!("no sample; not scaling down below {cur}"),
+            }],
+            share: share.replicas,
+        };
+    };
+    let policy = q.policy;
+    let dead_letter_rate = qs.dead_letters.observe(now, s.dead_letter);
+    let mut inp = inputs(policy, s);
+    let mut est = Estimates::default();
+    if let Some(visible) = s.visible {
+        let depth = inp.activity.unwrap_or(visible);
+        est = qs.estimator.observe(
+            now,
+            &Observation {
+                depth,
+                visible,
+                in_flight: s.in_flight,
+                arrival_rate: s.arrival_rate,
+                workers: fraction * f64::from(current.ready.unwrap_or(cur)),
+            },
+            policy.throughput.and_then(|t| t.seconds_per_message),
+        );
+        // A fresh measured age wins; the estimate fills the gap.
+        if inp.oldest_age.is_none() && est.oldest_age.is_some() {
+            inp.oldest_age = est.oldest_age;
+            inp.age_estimated = true;
+            inp.age_at_least = est.oldest_age_at_least;
+        }
+    }
+    let mut reasons = Vec::new();
+    let mut proposals = Vec::new();
+    let signals = signals(
+        policy,
+        &inp,
+        &est,
+        &share,
+        current,
+        &mut reasons,
+        &mut proposals,
+    );
+    QueueOutcome {
+        inp: Some(inp),
+        est,
+        dead_letter_rate,
+        signals,
+        proposals,
+        reasons,
+        share: share.replicas,
+    }
+}
+
+/// Step 1's reasons and the pool's need: one queue's own, or each queue's
+/// reasons under its name and the queues' needs combined.
+fn combined(
+    queues: &[QueueSample],
+    outcomes: &[QueueOutcome],
+    combine: Combine,
+    reasons: &mut Vec<Reason>,
+) -> Step1 {
+    let multi = queues.len() > 1;
+    for (q, o) in queues.iter().zip(outcomes) {
+        reasons.extend(o.reasons.iter().map(|r| Reason {
+            step: r.step,
+            message: if multi {
+                format!("{}: {}", q.name, r.message)
+            } else {
+                r.message.clone()
+            },
+        }));
+    }
+    let stale = outcomes.iter().any(|o| o.signals.stale);
+    let floor_at_current = outcomes.iter().any(|o| o.signals.floor_at_current);
+    let raw = outcomes
+        .iter()
+        .filter_map(|o| o.signals.best.map(|(r, _)| r))
+        .reduce(|a, b| match combine {
+            Combine::Sum => a + b,
+            Combine::Max => a.max(b),
+        });
+    if multi && let Some(raw) = raw {
+        let terms: Vec<String> = queues
+            .iter()
+            .zip(outcomes)
+            .map(|(q, o)| match (o.signals.best, &o.inp) {
+                (Some((r, _)), _) => format!("{} {}", q.name, num(r)),
+                (None, None) => format!("{} (no sample)", q.name),
+                (None, Some(_)) => format!("{} (no proposal)", q.name),
+            })
+            .collect();
+        let (what, sep) = match combine {
+            Combine::Sum => ("sum", " + "),
+            Combine::Max => ("largest", ", "),
+        };
+        reasons.push(Reason {
+            step: Step::Combine,
+            message: format!(
+                "{what} of {} queues: {} -> {}",
+                queues.len(),
+                terms.join(sep),
+                ceil_replicas(raw)
+            ),
+        });
+    }
+    Step1 {
+        raw,
+        stale,
+        floor_at_current,
+    }
+}
+
+/// Step 1 for one queue: each configured signal's proposal.
+fn signals(
+    policy: &Policy,
+    inp: &Inputs,
+    est: &Estimates,
+    share: &Share,
+    current: Replicas,
     reasons: &mut Vec<Reason>,
     proposals: &mut Vec<Proposal>,
-) -> u32 {
+) -> Signals {
     let cur = current.desired;
     // Raw (unrounded) proposal of the winning signal, for the tolerance test.
     let mut best: Option<(f64, &'static str)> = None;
@@ -686,25 +1104,27 @@ fn with_sample(
             Some(age) => match current.ready {
                 Some(ready) if ready < cur => propose(
                     "age",
-                    Some(f64::from(cur)),
+                    Some(share.replicas),
                     format!(
-                        "oldest message {}{est} over objective {}; waiting for {} starting replicas -> {cur}",
+                        "oldest message {}{est} over objective {}; waiting for {} starting replicas -> {}",
                         secs(age),
                         secs(max_age),
-                        cur - ready
+                        cur - ready,
+                        share.describe()
                     ),
                     reasons,
                 ),
                 _ => {
                     let ratio = age.as_secs_f64() / max_age.as_secs_f64();
-                    let raw = (f64::from(cur) * ratio).max(f64::from(cur) + 1.0);
+                    let raw = (share.replicas * ratio).max(share.replicas + 1.0);
                     propose(
                         "age",
                         Some(raw),
                         format!(
-                            "oldest message {}{est} over objective {}: {cur} x {} -> {}",
+                            "oldest message {}{est} over objective {}: {} x {} -> {}",
                             secs(age),
                             secs(max_age),
+                            share.describe(),
                             num(ratio),
                             ceil_replicas(raw)
                         ),
@@ -715,27 +1135,45 @@ fn with_sample(
         }
     }
 
-    if stale {
+    if let Some((raw, winner)) = best
+        && proposals.len() > 1
+    {
+        reasons.push(Reason {
+            step: Step::Signal,
+            message: format!("largest proposal: {winner} -> {}", ceil_replicas(raw)),
+        });
+    }
+    Signals {
+        best,
+        stale,
+        floor_at_current,
+    }
+}
+
+/// Steps 2 to 5, once for the pool, on step 1's combined need.
+fn settle(
+    policy: &Policy,
+    state: &mut PolicyState,
+    step1: &Step1,
+    pool: &Pool,
+    current: Replicas,
+    now: Instant,
+    reasons: &mut Vec<Reason>,
+) -> u32 {
+    let cur = current.desired;
+    if step1.stale {
         state.consecutive_failures = state.consecutive_failures.saturating_add(1);
     } else {
         state.consecutive_failures = 0;
     }
-
-    let (raw, winner) = best.unwrap_or((f64::from(cur), "none"));
-    let mut desired = if best.is_some() {
-        ceil_replicas(raw)
-    } else {
-        cur
-    };
-    if best.is_some() && proposals.len() > 1 {
-        reasons.push(Reason {
-            step: Step::Signal,
-            message: format!("largest proposal: {winner} -> {desired}"),
-        });
-    }
+    let floor_at_current = step1.floor_at_current;
+    let mut desired = step1.raw.map_or(cur, ceil_replicas);
 
     // 2. Tolerance (on the unrounded ratio, as the HPA compares usage ratios).
-    if cur > 0 && desired != cur && best.is_some() {
+    if let Some(raw) = step1.raw
+        && cur > 0
+        && desired != cur
+    {
         let ratio = raw / f64::from(cur);
         if (ratio - 1.0).abs() <= policy.tolerance {
             reasons.push(Reason {
@@ -753,8 +1191,8 @@ fn with_sample(
     // 2b. Dead letters: failing work is not a reason to add workers.
     desired = dead_letter::hold(
         policy.dead_letter_max_fraction,
-        state.dead_letters.rate(),
-        est.arrival_rate,
+        pool.dead_letter_rate,
+        pool.arrival_rate,
         cur,
         desired,
         reasons,
@@ -773,9 +1211,9 @@ fn with_sample(
     if policy.min_replicas == 0 {
         // Unknown activity is not idleness: never go to zero on it.
         let busy =
-            inp.activity.is_none_or(|a| a > 0) || inp.oldest_age.is_some_and(|a| !a.is_zero());
+            pool.activity.is_none_or(|a| a > 0) || pool.oldest_age.is_some_and(|a| !a.is_zero());
         if cur == 0 {
-            let b = inp.backlog.unwrap_or(0);
+            let b = pool.backlog.unwrap_or(0);
             if b > policy.activation_backlog {
                 if desired == 0 {
                     desired = 1;

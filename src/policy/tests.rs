@@ -1171,3 +1171,386 @@ proptest! {
         }
     }
 }
+
+// ---- several queues --------------------------------------------------------
+
+/// Queue inputs for `decide_many` from (name, policy, sample) rows.
+fn queue_inputs<'a>(rows: &'a [(&'a str, &'a Policy, Option<Sample>)]) -> Vec<QueueSample<'a>> {
+    rows.iter()
+        .map(|(name, policy, sample)| QueueSample {
+            name,
+            policy,
+            sample: sample.as_ref(),
+        })
+        .collect()
+}
+
+fn messages(r: &[Reason]) -> Vec<String> {
+    r.iter().map(|r| r.to_string()).collect()
+}
+
+#[test]
+fn two_queues_are_sized_for_the_sum_of_their_needs() {
+    let p = policy(|c| c.messages_per_replica = Some(10.0));
+    let rows = [
+        ("critical", &p, Some(sample(40, 0))),
+        ("bulk", &p, Some(sample(30, 0))),
+    ];
+    let mut st = PolicyState::new();
+    let d = decide_many(
+        &p,
+        &mut st,
+        &queue_inputs(&rows),
+        Combine::Sum,
+        cur(5),
+        Instant::now(),
+    );
+    assert_eq!(d.replicas, 7, "{:?}", d.reasons);
+    assert_eq!(
+        messages(&d.reasons),
+        [
+            "signal: critical: backlog 40 / 10 per replica -> 4",
+            "signal: bulk: backlog 30 / 10 per replica -> 3",
+            "combine: sum of 2 queues: critical 4 + bulk 3 -> 7",
+        ]
+    );
+    let needs: Vec<(&str, Option<u32>, Option<u64>)> = d
+        .queues
+        .iter()
+        .map(|q| (q.name.as_str(), q.replicas, q.backlog))
+        .collect();
+    assert_eq!(
+        needs,
+        [("critical", Some(4), Some(40)), ("bulk", Some(3), Some(30))]
+    );
+    assert_eq!(d.backlog, Some(70), "the pool's backlog is the total");
+    assert!(d.proposals.is_empty(), "each queue's are in `queues`");
+}
+
+#[test]
+fn max_takes_the_largest_need_for_a_pool_that_drains_the_queues_in_turn() {
+    let p = policy(|c| c.messages_per_replica = Some(10.0));
+    let rows = [
+        ("critical", &p, Some(sample(40, 0))),
+        ("bulk", &p, Some(sample(30, 0))),
+    ];
+    let d = decide_many(
+        &p,
+        &mut PolicyState::new(),
+        &queue_inputs(&rows),
+        Combine::Max,
+        cur(2),
+        Instant::now(),
+    );
+    assert_eq!(d.replicas, 4, "{:?}", d.reasons);
+    assert_eq!(
+        d.reasons.last().map(|r| r.to_string()).as_deref(),
+        Some("combine: largest of 2 queues: critical 4, bulk 3 -> 4")
+    );
+}
+
+#[test]
+fn each_queue_is_held_to_its_own_age_objective() {
+    // The same 1 min old message is late for the critical queue (30 s) and
+    // on time for the bulk one (10 m): only the critical queue asks for
+    // more, from its share of the pool (3 of 4 replicas are busy on it).
+    let age_only = |objective: u64| {
+        policy(move |c| {
+            c.messages_per_replica = None;
+            c.max_message_age = Some(s(objective));
+        })
+    };
+    let (critical, bulk) = (age_only(30), age_only(600));
+    let aged = |in_flight: u64| Sample {
+        oldest_age: Some(s(60)),
+        ..sample(10, in_flight)
+    };
+    let rows = [
+        ("critical", &critical, Some(aged(3))),
+        ("bulk", &bulk, Some(aged(1))),
+    ];
+    let d = decide_many(
+        &bulk,
+        &mut PolicyState::new(),
+        &queue_inputs(&rows),
+        Combine::Sum,
+        cur(4),
+        Instant::now(),
+    );
+    assert_eq!(d.replicas, 6, "{:?}", d.reasons);
+    assert_eq!(
+        messages(&d.reasons)[..2],
+        [
+            "signal: critical: oldest message 1m over objective 30s: 3 (of 4 replicas, split by messages in flight) x 2 -> 6",
+            "signal: bulk: oldest message 1m within objective 10m",
+        ]
+    );
+    let shares: Vec<f64> = d.queues.iter().map(|q| q.share).collect();
+    assert_eq!(shares, [3.0, 1.0]);
+    // With the bulk queue's objective for both, nothing is late.
+    let rows = [
+        ("critical", &bulk, Some(aged(3))),
+        ("bulk", &bulk, Some(aged(1))),
+    ];
+    let d = decide_many(
+        &bulk,
+        &mut PolicyState::new(),
+        &queue_inputs(&rows),
+        Combine::Sum,
+        cur(4),
+        Instant::now(),
+    );
+    assert!(d.replicas <= 4, "{:?}", d.reasons);
+}
+
+#[test]
+fn the_pool_splits_by_in_flight_then_backlog_then_evenly() {
+    let p = policy(|_| {});
+    let unknown_in_flight = |visible| Sample {
+        in_flight: None,
+        ..sample(visible, 0)
+    };
+    // (queue a, queue b, the fractions, the basis)
+    type Case = (Option<Sample>, Option<Sample>, [f64; 2], &'static str);
+    let cases: [Case; 4] = [
+        (
+            Some(sample(0, 3)),
+            Some(sample(0, 1)),
+            [0.75, 0.25],
+            "split by messages in flight",
+        ),
+        (
+            Some(sample(30, 0)),
+            Some(sample(10, 0)),
+            [0.75, 0.25],
+            "split by backlog",
+        ),
+        (
+            Some(unknown_in_flight(0)),
+            Some(unknown_in_flight(0)),
+            [0.5, 0.5],
+            "split evenly",
+        ),
+        (None, Some(sample(10, 4)), [0.5, 0.5], "split evenly"),
+    ];
+    for (a, b, want, basis) in cases {
+        let rows = [("a", &p, a), ("b", &p, b)];
+        let (fractions, how) = split(&queue_inputs(&rows));
+        assert_eq!((fractions.as_slice(), how), (want.as_slice(), basis));
+    }
+}
+
+#[test]
+fn a_failing_queue_never_lets_the_pool_shrink_but_the_others_still_grow_it() {
+    let p = policy(|c| {
+        c.messages_per_replica = Some(10.0);
+        c.scale_up.policies = Some(vec![RateLimitConfig {
+            pods: Some(100),
+            percent: None,
+            period: s(15),
+        }]);
+    });
+    let t0 = Instant::now();
+    let mut st = PolicyState::new();
+    // The bulk queue needs 20; the critical queue cannot be read.
+    let rows = [("critical", &p, None), ("bulk", &p, Some(sample(200, 0)))];
+    let d = decide_many(&p, &mut st, &queue_inputs(&rows), Combine::Sum, cur(10), t0);
+    assert_eq!(d.replicas, 20, "{:?}", d.reasons);
+    assert_eq!(
+        messages(&d.reasons)[..3],
+        [
+            "missing data: critical: no sample; not scaling down below 10",
+            "signal: bulk: backlog 200 / 10 per replica -> 20",
+            "combine: sum of 2 queues: critical (no sample) + bulk 20 -> 20",
+        ]
+    );
+    assert!(!d.queues[0].sampled && d.queues[1].sampled);
+    // Bulk drains; for ten minutes the pool stays at 20 while critical is
+    // unreadable (its workers may be what keeps it in check).
+    let mut c = 20;
+    for i in 1..=40u64 {
+        let now = t0 + s(15 * i);
+        let rows = [("critical", &p, None), ("bulk", &p, Some(sample(0, 0)))];
+        let d = decide_many(&p, &mut st, &queue_inputs(&rows), Combine::Sum, cur(c), now);
+        assert!(d.replicas >= 20, "poll {i}: {:?}", d.reasons);
+        st.record_scale(c, d.replicas, now);
+        c = d.replicas;
+    }
+    // Critical answers again (empty too): now the pool may shrink.
+    let mut lowest = c;
+    for i in 41..=80u64 {
+        let now = t0 + s(15 * i);
+        let rows = [
+            ("critical", &p, Some(sample(0, 0))),
+            ("bulk", &p, Some(sample(0, 0))),
+        ];
+        let d = decide_many(&p, &mut st, &queue_inputs(&rows), Combine::Sum, cur(c), now);
+        st.record_scale(c, d.replicas, now);
+        c = d.replicas;
+        lowest = lowest.min(c);
+    }
+    assert_eq!(lowest, p.min_replicas);
+}
+
+#[test]
+fn every_queue_failing_is_a_failed_poll_and_leads_to_the_fallback() {
+    let p = policy(|c| c.fallback.after_failures = 2);
+    let t0 = Instant::now();
+    let mut st = PolicyState::new();
+    let rows = [("critical", &p, None), ("bulk", &p, None)];
+    let d = decide_many(&p, &mut st, &queue_inputs(&rows), Combine::Sum, cur(5), t0);
+    assert_eq!(d.replicas, 5);
+    assert_eq!(
+        messages(&d.reasons),
+        ["missing data: no sample from any of the 2 queues; holding at 5"]
+    );
+    assert_eq!(st.consecutive_failures(), 1);
+    let d = decide_many(
+        &p,
+        &mut st,
+        &queue_inputs(&rows),
+        Combine::Sum,
+        cur(5),
+        t0 + s(5),
+    );
+    assert!(d.fallback_active, "{:?}", d.reasons);
+    assert_eq!(d.queues.len(), 2, "each queue is still listed");
+}
+
+#[test]
+fn two_queues_under_constant_load_settle_without_oscillating() {
+    // Learned throughput, age and backlog signals on both queues, each with
+    // its own objective; the load is steady, so after the first changes the
+    // count stays put.
+    let critical = policy(|c| {
+        c.messages_per_replica = Some(5.0);
+        c.max_message_age = Some(s(30));
+        c.learn_throughput = true;
+        c.spend_age_budget = true;
+    });
+    let bulk = policy(|c| {
+        c.messages_per_replica = Some(50.0);
+        c.max_message_age = Some(s(600));
+        c.learn_throughput = true;
+        c.spend_age_budget = true;
+    });
+    let t0 = Instant::now();
+    let mut st = PolicyState::new();
+    let mut c = 4u32;
+    let mut changes = Vec::new();
+    for i in 0..240u64 {
+        let now = t0 + s(5 * i);
+        let rows = [
+            (
+                "critical",
+                &critical,
+                Some(Sample {
+                    oldest_age: Some(s(8)),
+                    arrival_rate: Some(4.0),
+                    ..sample(20, 6)
+                }),
+            ),
+            (
+                "bulk",
+                &bulk,
+                Some(Sample {
+                    oldest_age: Some(s(120)),
+                    arrival_rate: Some(10.0),
+                    ..sample(400, 12)
+                }),
+            ),
+        ];
+        let d = decide_many(
+            &critical,
+            &mut st,
+            &queue_inputs(&rows),
+            Combine::Sum,
+            cur(c),
+            now,
+        );
+        if d.replicas != c {
+            changes.push((i, c, d.replicas));
+        }
+        st.record_scale(c, d.replicas, now);
+        c = d.replicas;
+    }
+    let late: Vec<_> = changes.iter().filter(|(i, _, _)| *i > 24).collect();
+    assert!(
+        late.is_empty(),
+        "changes after the first 2 min: {changes:?}"
+    );
+}
+
+fn arb_queue_count() -> impl Strategy<Value = usize> {
+    2usize..5
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn with_many_queues_the_result_always_lies_within_the_bounds(
+        p in arb_policy(),
+        per_queue in proptest::collection::vec(arb_policy(), 4),
+        n in arb_queue_count(),
+        polls in proptest::collection::vec(proptest::collection::vec(arb_sample(), 4), 1..30),
+        max in any::<bool>(),
+        start in 0u32..200,
+    ) {
+        let combine = if max { Combine::Max } else { Combine::Sum };
+        let names = ["a", "b", "c", "d"];
+        let t0 = Instant::now();
+        let mut st = PolicyState::new();
+        let mut c = start;
+        for (i, samples) in polls.iter().enumerate() {
+            let now = t0 + Duration::from_secs(5 * i as u64);
+            let queues: Vec<QueueSample> = (0..n)
+                .map(|q| QueueSample { name: names[q], policy: &per_queue[q], sample: samples[q].as_ref() })
+                .collect();
+            let d = decide_many(&p, &mut st, &queues, combine, cur(c), now);
+            prop_assert!(d.replicas >= p.min_replicas && d.replicas <= p.max_replicas,
+                "{} outside [{}, {}]: {:?}", d.replicas, p.min_replicas, p.max_replicas, d.reasons);
+            prop_assert_eq!(d.queues.len(), n);
+            st.record_scale(c, d.replicas, now);
+            c = d.replicas;
+        }
+    }
+
+    #[test]
+    fn a_failed_queue_never_lowers_the_pool(
+        p in arb_policy(),
+        other in arb_sample(),
+        current in 0u32..80,
+    ) {
+        let rows = [("down", &p, None), ("up", &p, other)];
+        let d = decide_many(&p, &mut PolicyState::new(), &queue_inputs(&rows), Combine::Sum, cur(current), Instant::now());
+        prop_assert!(d.replicas >= current.min(p.max_replicas), "{:?}", d.reasons);
+    }
+
+    #[test]
+    fn one_queue_by_any_name_decides_exactly_as_decide(
+        p in arb_policy(),
+        samples in proptest::collection::vec(arb_sample(), 1..30),
+        start in 0u32..100,
+    ) {
+        let t0 = Instant::now();
+        let (mut a, mut b) = (PolicyState::new(), PolicyState::new());
+        let mut c = start;
+        for (i, smp) in samples.iter().enumerate() {
+            let now = t0 + Duration::from_secs(5 * i as u64);
+            let one = decide(&p, &mut a, smp.as_ref(), cur(c), now);
+            let many = decide_many(
+                &p,
+                &mut b,
+                &[QueueSample { name: "jobs", policy: &p, sample: smp.as_ref() }],
+                Combine::Max,
+                cur(c),
+                now,
+            );
+            prop_assert_eq!(&one, &many);
+            a.record_scale(c, one.replicas, now);
+            b.record_scale(c, many.replicas, now);
+            c = one.replicas;
+        }
+    }
+}

@@ -37,6 +37,8 @@ use crate::targets::TargetConfig;
 use crate::world::model::{Model, Observation, WorkerParams};
 use crate::world::trace::{Trace, TraceError, TraceSpec};
 use hpa::{Hpa, HpaParams};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use report::{Recorder, Run};
 
 /// Start-up delay of new replicas when neither the flag nor a demo target
@@ -77,8 +79,10 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub scaler: Option<String>,
 
-    /// Arrivals: a CSV file of `t_seconds,arrivals` rows, or a pattern such
-    /// as `burst:base=1,size=2000,at=5m,every=1h` (see docs/simulate.md).
+    /// Arrivals: a CSV file of `t_seconds,arrivals` rows, a pattern such
+    /// as `burst:base=1,size=2000,at=5m,every=1h`, or `history:last=7d`
+    /// for the scaler's own history, read as `qscale history scaler` does
+    /// (see docs/simulate.md).
     #[arg(long, required_unless_present = "generate_trace")]
     pub trace: Option<String>,
 
@@ -120,7 +124,8 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub jitter: Option<f64>,
 
-    /// Seed of the service-time jitter.
+    /// Seed of the service-time jitter and of the poll jitter (qscale polls
+    /// every `poll_interval` ± 10 %, as the daemon does).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
@@ -159,6 +164,12 @@ pub enum SimulateError {
     },
     #[error("{path} has several scalers ({names}); pick one with --scaler")]
     WhichScaler { path: PathBuf, names: String },
+    #[error(
+        "scaler {0:?} drains several queues (sources), and the simulator models one queue: \
+         simulate a copy of the scaler with the queue that matters as its [scaler.source] \
+         and that queue's settings in [scaler.policy]"
+    )]
+    SeveralQueues(String),
     #[error(
         "seconds per message unknown for scaler {0:?}: give --seconds-per-message \
          (or set policy.throughput.seconds_per_message)"
@@ -200,12 +211,23 @@ pub trait Autoscaler {
     fn tick(&mut self, t: u64, model: &Model) -> Option<u32>;
 }
 
+/// How far each wait between two polls strays from the poll interval, as
+/// the daemon's control loop jitters it (so that scalers spread out).
+const POLL_JITTER: f64 = 0.1;
+
 /// qscale's own policy, driven exactly as the daemon's control loop does.
 pub struct QscalePolicy {
     policy: Policy,
     state: PolicyState,
     caps: Capabilities,
     poll: u64,
+    /// When the next poll is due, seconds (fractional: it fires at the first
+    /// whole second from then). The daemon's polls drift against the trace
+    /// and the 15 s rate-limit periods; on an exact 5 s grid every period
+    /// ended exactly on a poll and every drain was seen at once, which ran
+    /// batch drops 8 % cheaper than the end-to-end benchmark.
+    next_poll: f64,
+    jitter: StdRng,
     base: Instant,
     /// (second, messages arrived by then) at the previous poll, for the
     /// arrival rate a source measures between polls.
@@ -214,16 +236,30 @@ pub struct QscalePolicy {
 
 impl QscalePolicy {
     /// The policy of `scaler`, polled every `poll` (whole seconds, >= 1).
+    /// The model is one queue: for a scaler with several (which
+    /// [`pick_scaler`] refuses) its first queue is simulated.
     pub fn new(scaler: &ScalerConfig, poll: Duration) -> QscalePolicy {
-        let caps = scaler.source.capabilities();
+        let queues = scaler.queues();
+        let caps = queues
+            .first()
+            .map_or(Capabilities::none(), |q| q.source.capabilities());
+        let policy = queues.first().map_or(&scaler.policy, |q| &q.policy);
         QscalePolicy {
-            policy: Policy::new(&scaler.policy, &caps),
+            policy: Policy::new(policy, &caps),
             state: PolicyState::new(),
             caps,
             poll: poll.as_secs().max(1),
+            next_poll: 0.0,
+            jitter: StdRng::seed_from_u64(0),
             base: Instant::now(),
             last_poll: None,
         }
+    }
+
+    /// Seed the poll jitter (the scenario's seed, so `--seed` varies both).
+    pub fn with_seed(mut self, seed: u64) -> QscalePolicy {
+        self.jitter = StdRng::seed_from_u64(seed);
+        self
     }
 
     /// What the scaler's source would report, measured from the model.
@@ -249,9 +285,13 @@ impl QscalePolicy {
 
 impl Autoscaler for QscalePolicy {
     fn tick(&mut self, t: u64, model: &Model) -> Option<u32> {
-        if !t.is_multiple_of(self.poll) {
+        if (t as f64) < self.next_poll {
             return None;
         }
+        // From when it was due, not when it fired, so the whole seconds of
+        // the model do not lengthen the interval on average.
+        let stray = 1.0 + POLL_JITTER * (2.0 * self.jitter.random::<f64>() - 1.0);
+        self.next_poll += self.poll as f64 * stray;
         let o = model.observe();
         let sample = self.sample(t, &o, model.arrived_total());
         let now = self.base + Duration::from_secs(t);
@@ -316,7 +356,7 @@ pub fn pick_scaler<'a>(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    match name {
+    let scaler = match name {
         Some(n) => cfg.scaler(n).ok_or_else(|| SimulateError::NoSuchScaler {
             path: path.to_path_buf(),
             name: n.to_string(),
@@ -327,7 +367,11 @@ pub fn pick_scaler<'a>(
             path: path.to_path_buf(),
             names: names(),
         }),
+    }?;
+    if scaler.is_multi_queue() {
+        return Err(SimulateError::SeveralQueues(scaler.name.clone()));
     }
+    Ok(scaler)
 }
 
 /// The scenario for `scaler`, from the flags and the scaler's own settings.
@@ -419,8 +463,39 @@ pub struct Outcome {
     pub qscale_wall: Duration,
 }
 
+/// The trace `--trace` names (a file or a pattern), or `preloaded` when the
+/// command layer already read it (`--trace history:...`), run for
+/// `--duration`; with the duration in force (`None`: the trace's own).
+pub fn load_trace(
+    trace_arg: &str,
+    duration: Option<Duration>,
+    preloaded: Option<Trace>,
+) -> Result<(Trace, Option<Duration>), SimulateError> {
+    if let Some(mut t) = preloaded {
+        crate::world::trace::check_length(duration)?;
+        if let Some(d) = duration {
+            t.per_second.resize(d.as_secs() as usize, 0);
+        }
+        return Ok((t, duration));
+    }
+    let spec = TraceSpec::parse(trace_arg)?;
+    let duration = match (&spec, duration) {
+        (TraceSpec::Pattern(_), None) => Some(DEFAULT_PATTERN_DURATION),
+        (_, d) => d,
+    };
+    Ok((spec.load(duration)?, duration))
+}
+
 /// Load, pick, replay: the work of `qscale simulate` without the printing.
 pub fn simulate(args: &SimulateArgs) -> Result<Outcome, SimulateError> {
+    simulate_with(args, None)
+}
+
+/// [`simulate`] on a trace already read (`preloaded`), when given.
+pub fn simulate_with(
+    args: &SimulateArgs,
+    preloaded: Option<Trace>,
+) -> Result<Outcome, SimulateError> {
     let (Some(path), Some(trace_arg)) = (&args.config, &args.trace) else {
         return Err(SimulateError::Flag {
             flag: "--config/--trace",
@@ -429,19 +504,14 @@ pub fn simulate(args: &SimulateArgs) -> Result<Outcome, SimulateError> {
     };
     let cfg = Config::load(path)?;
     let scaler = pick_scaler(&cfg, args.scaler.as_deref(), path)?;
-    let spec = TraceSpec::parse(trace_arg)?;
-    let duration = match (&spec, args.duration) {
-        (TraceSpec::Pattern(_), None) => Some(DEFAULT_PATTERN_DURATION),
-        (_, d) => d,
-    };
-    let trace = spec.load(duration)?;
+    let (trace, duration) = load_trace(trace_arg, args.duration, preloaded)?;
     let scenario = scenario_for(scaler, trace, duration, args)?;
     let hpa_params = match args.compare {
         Some(Baseline::Hpa) => Some(hpa_params_for(scaler, args.hpa_messages_per_replica)?),
         None => None,
     };
     let started = Instant::now();
-    let mut q = QscalePolicy::new(scaler, scaler.poll_interval(&cfg.defaults));
+    let mut q = QscalePolicy::new(scaler, scaler.poll_interval(&cfg.defaults)).with_seed(args.seed);
     let mut runs = vec![run(&scenario, &mut q, "qscale")];
     let qscale_wall = started.elapsed();
     if let Some(p) = hpa_params {
@@ -493,6 +563,15 @@ pub fn json_summary(o: &Outcome) -> String {
 
 /// Run `qscale simulate` with `args`, printing to `out`.
 pub fn execute(args: &SimulateArgs, out: &mut dyn Write) -> Result<(), SimulateError> {
+    execute_with(args, None, out)
+}
+
+/// [`execute`] on a trace already read (`preloaded`), when given.
+pub fn execute_with(
+    args: &SimulateArgs,
+    preloaded: Option<Trace>,
+    out: &mut dyn Write,
+) -> Result<(), SimulateError> {
     let write_err = |e: std::io::Error| SimulateError::Write {
         path: PathBuf::from("<stdout>"),
         reason: e.to_string(),
@@ -506,7 +585,7 @@ pub fn execute(args: &SimulateArgs, out: &mut dyn Write) -> Result<(), SimulateE
             .write_all(t.to_csv(args.resolution.as_secs()).as_bytes())
             .map_err(write_err);
     }
-    let o = simulate(args)?;
+    let o = simulate_with(args, preloaded)?;
     if let Some(path) = &args.chart {
         let runs: Vec<&Run> = o.runs.iter().collect();
         let title = format!(

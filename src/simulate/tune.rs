@@ -36,7 +36,7 @@ use crate::config::{Config, ScalerConfig};
 use crate::policy::{
     ThroughputConfig, default_scale_down_cooldown, default_scale_down_stabilization,
 };
-use crate::world::trace::TraceSpec;
+use crate::world::trace::Trace;
 
 /// Coordinate-descent rounds at most; the search also stops as soon as a
 /// whole round changes nothing.
@@ -72,7 +72,8 @@ pub struct TuneArgs {
     #[arg(long)]
     pub scaler: Option<String>,
 
-    /// Arrivals: a CSV trace (e.g. from `qscale history`) or a pattern.
+    /// Arrivals: a CSV trace (e.g. from `qscale history`), a pattern, or
+    /// `history:last=7d` for the scaler's own history.
     #[arg(long)]
     pub trace: String,
 
@@ -546,7 +547,8 @@ fn simulate_at(
 ) -> Run {
     // The first replicas are min_replicas, a knob of the search.
     scenario.initial_replicas = s.policy.min_replicas;
-    let mut q = QscalePolicy::new(s, s.poll_interval.unwrap_or(default_poll));
+    let mut q = QscalePolicy::new(s, s.poll_interval.unwrap_or(default_poll))
+        .with_seed(scenario.workers.seed);
     run(scenario, &mut q, name)
 }
 
@@ -554,6 +556,16 @@ fn simulate_at(
 /// `progress` is called after each candidate with (candidates, best so far).
 pub fn tune(
     args: &TuneArgs,
+    progress: &mut dyn FnMut(usize, &Metrics),
+) -> Result<Tuned, TuneError> {
+    tune_with(args, None, progress)
+}
+
+/// [`tune`] on a trace already read (`preloaded`, from `--trace
+/// history:...`), when given.
+pub fn tune_with(
+    args: &TuneArgs,
+    preloaded: Option<Trace>,
     progress: &mut dyn FnMut(usize, &Metrics),
 ) -> Result<Tuned, TuneError> {
     if args.budget_seconds == 0 {
@@ -564,12 +576,7 @@ pub fn tune(
     }
     let cfg = Config::load(&args.config).map_err(SimulateError::from)?;
     let start = pick_scaler(&cfg, args.scaler.as_deref(), &args.config)?.clone();
-    let spec = TraceSpec::parse(&args.trace).map_err(SimulateError::from)?;
-    let duration = match (&spec, args.duration) {
-        (TraceSpec::Pattern(_), None) => Some(super::DEFAULT_PATTERN_DURATION),
-        (_, d) => d,
-    };
-    let trace = spec.load(duration).map_err(SimulateError::from)?;
+    let (trace, duration) = super::load_trace(&args.trace, args.duration, preloaded)?;
     let sim_args = SimulateArgs {
         config: Some(args.config.clone()),
         scaler: None,
@@ -778,6 +785,15 @@ pub fn text_report(t: &Tuned) -> String {
 /// Run `qscale tune`, printing to `out`; a progress line goes to stderr
 /// only when it is a terminal.
 pub fn execute(args: &TuneArgs, out: &mut dyn Write) -> Result<(), TuneError> {
+    execute_with(args, None, out)
+}
+
+/// [`execute`] on a trace already read (`preloaded`), when given.
+pub fn execute_with(
+    args: &TuneArgs,
+    preloaded: Option<Trace>,
+    out: &mut dyn Write,
+) -> Result<(), TuneError> {
     let terminal = std::io::stderr().is_terminal();
     // The first candidate is shown at once, then at most five lines a
     // second: a terminal redraws, it need not see every candidate.
@@ -791,7 +807,7 @@ pub fn execute(args: &TuneArgs, out: &mut dyn Write) -> Result<(), TuneError> {
             );
         }
     };
-    let result = tune(args, &mut progress);
+    let result = tune_with(args, preloaded, &mut progress);
     if terminal {
         eprint!("\r{:70}\r", "");
     }

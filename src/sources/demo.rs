@@ -86,6 +86,10 @@ impl SourceSpec for DemoSourceConfig {
         format!("demo queue {} ({})", self.queue, self.pattern.trim())
     }
 
+    fn identity(&self) -> String {
+        self.queue.clone()
+    }
+
     async fn build(
         &self,
         clients: &Clients,

@@ -101,6 +101,11 @@ impl SourceConfig {
     pub fn describe(&self) -> String {
         self.spec().describe()
     }
+
+    /// The kind and the queue's identity (see [`SourceSpec::identity`]).
+    pub fn identity(&self) -> (&'static str, String) {
+        (self.kind(), self.spec().identity())
+    }
 }
 
 /// What every source's config table provides. Each source file implements
@@ -119,6 +124,12 @@ pub trait SourceSpec: Send + Sync {
 
     /// A one-line description for `qscale check`.
     fn describe(&self) -> String;
+
+    /// What tells this queue from another of the same kind: two entries of
+    /// one scaler's `sources` with the same kind and identity watch the same
+    /// queue, and would count its work twice. Compared as given (no peer is
+    /// asked), so one queue written two ways is not caught.
+    fn identity(&self) -> String;
 
     /// Build the source's client. Cheap checks (config, region) fail here;
     /// anything that needs the peer (does the queue exist?) is checked per

@@ -162,6 +162,16 @@ impl SourceSpec for NatsSourceConfig {
         )
     }
 
+    fn identity(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.url,
+            self.domain.as_deref().unwrap_or_default(),
+            self.stream,
+            self.consumer
+        )
+    }
+
     async fn build(
         &self,
         _clients: &Clients,

@@ -190,6 +190,10 @@ impl SourceSpec for PostgresSourceConfig {
         format!("postgres query on {target}")
     }
 
+    fn identity(&self) -> String {
+        format!("{} {}", self.connection, self.query)
+    }
+
     async fn build(
         &self,
         _clients: &Clients,

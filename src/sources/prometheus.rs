@@ -230,6 +230,10 @@ impl SourceSpec for PrometheusSourceConfig {
         )
     }
 
+    fn identity(&self) -> String {
+        format!("{} {}", self.url, self.query)
+    }
+
     async fn build(
         &self,
         _clients: &Clients,

@@ -200,6 +200,13 @@ impl SourceSpec for RabbitmqSourceConfig {
         )
     }
 
+    fn identity(&self) -> String {
+        let host = AMQPUri::from_str(&self.url)
+            .map(|u| format!("{}:{}", u.authority.host, u.authority.port))
+            .unwrap_or_else(|_| self.url.clone());
+        format!("{host} {} {}", self.effective_vhost(), self.queue)
+    }
+
     async fn build(
         &self,
         _clients: &Clients,

@@ -201,6 +201,16 @@ impl SourceSpec for RedisSourceConfig {
         }
     }
 
+    fn identity(&self) -> String {
+        // Two groups of one stream are two queues; a list has no group.
+        format!(
+            "{} {} {}",
+            self.url.trim_end_matches('/'),
+            self.key,
+            self.group.as_deref().unwrap_or_default()
+        )
+    }
+
     async fn build(
         &self,
         _clients: &Clients,

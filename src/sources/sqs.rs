@@ -211,6 +211,19 @@ impl SourceSpec for SqsSourceConfig {
         d
     }
 
+    fn identity(&self) -> String {
+        match &self.queue_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!(
+                "{} in account {} region {} at {}",
+                self.queue_name.as_deref().unwrap_or_default(),
+                self.account_id.as_deref().unwrap_or("(own)"),
+                self.region.as_deref().unwrap_or("(default)"),
+                self.endpoint_url.as_deref().unwrap_or("(AWS)")
+            ),
+        }
+    }
+
     async fn build(
         &self,
         clients: &Clients,
