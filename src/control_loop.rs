@@ -190,8 +190,10 @@ struct QueueRuntime {
     /// The `sources` entry's name; empty for the single `source`.
     name: String,
     config: SourceConfig,
-    /// The scaler's policy with this queue's own settings in place.
-    policy: Policy,
+    /// The scaler's policy with this queue's own settings in place; `None`
+    /// for a scaler's only queue, which is decided by the scaler's policy
+    /// (a copy per scaler would cost a few hundred bytes for nothing).
+    policy: Option<Policy>,
     source: Option<Arc<dyn QueueSource>>,
     /// With several queues, each logs its own errors and settings warnings
     /// (one queue uses the scaler's).
@@ -225,13 +227,14 @@ impl Scaler {
         state: Arc<Mutex<PolicyState>>,
         rt: Runtime,
     ) -> Scaler {
+        let multi = cfg.is_multi_queue();
         let queues: Vec<QueueRuntime> = cfg
             .queues()
             .into_iter()
             .map(|q| QueueRuntime {
                 name: q.name.to_string(),
                 config: q.source.clone(),
-                policy: Policy::new(&q.policy, &q.source.capabilities()),
+                policy: multi.then(|| Policy::new(&q.policy, &q.source.capabilities())),
                 source: None,
                 errors: ErrorLog::default(),
                 settings: SettingLog::default(),
@@ -412,7 +415,10 @@ impl Scaler {
                 name: &q.name,
                 // One queue: its policy is the scaler's (paused or not),
                 // exactly as `decide` runs it.
-                policy: if single { policy } else { &q.policy },
+                policy: match &q.policy {
+                    Some(own) if !single => own,
+                    _ => policy,
+                },
                 sample: s.as_ref().ok(),
             })
             .collect();
