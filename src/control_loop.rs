@@ -190,8 +190,10 @@ struct QueueRuntime {
     /// The `sources` entry's name; empty for the single `source`.
     name: String,
     config: SourceConfig,
-    /// The scaler's policy with this queue's own settings in place.
-    policy: Policy,
+    /// The scaler's policy with this queue's own settings in place; `None`
+    /// for a scaler's only queue, which is decided by the scaler's policy
+    /// (a copy per scaler would cost a few hundred bytes for nothing).
+    policy: Option<Policy>,
     source: Option<Arc<dyn QueueSource>>,
     /// With several queues, each logs its own errors and settings warnings
     /// (one queue uses the scaler's).
@@ -202,10 +204,10 @@ struct QueueRuntime {
 /// One scaler: its config, policy, state, and lazily built clients.
 pub struct Scaler {
     name: String,
-    cfg: ScalerConfig,
+    /// Shared with the daemon's record of what runs (`Running::key`).
+    cfg: Arc<ScalerConfig>,
     defaults: DefaultsConfig,
     policy: Policy,
-    paused_policy: Policy,
     state: Arc<Mutex<PolicyState>>,
     rt: Runtime,
     queues: Vec<QueueRuntime>,
@@ -225,13 +227,14 @@ impl Scaler {
         state: Arc<Mutex<PolicyState>>,
         rt: Runtime,
     ) -> Scaler {
+        let multi = cfg.is_multi_queue();
         let queues: Vec<QueueRuntime> = cfg
             .queues()
             .into_iter()
             .map(|q| QueueRuntime {
                 name: q.name.to_string(),
                 config: q.source.clone(),
-                policy: Policy::new(&q.policy, &q.source.capabilities()),
+                policy: multi.then(|| Policy::new(&q.policy, &q.source.capabilities())),
                 source: None,
                 errors: ErrorLog::default(),
                 settings: SettingLog::default(),
@@ -243,10 +246,6 @@ impl Scaler {
             .first()
             .map_or(Capabilities::none(), |q| q.config.capabilities());
         let policy = Policy::new(&cfg.policy, &caps);
-        let paused_policy = Policy {
-            paused: true,
-            ..policy.clone()
-        };
         let mut st = ScalerStatus::new(
             &cfg.name,
             cfg.source_kind(),
@@ -278,10 +277,9 @@ impl Scaler {
         Scaler {
             name: cfg.name.clone(),
             combine: cfg.combine(),
-            cfg,
+            cfg: Arc::new(cfg),
             defaults,
             policy,
-            paused_policy,
             state,
             rt,
             queues,
@@ -321,11 +319,25 @@ impl Scaler {
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.cfg.name
     }
 
     fn poll_interval(&self) -> Duration {
         self.cfg.poll_interval(&self.defaults)
+    }
+
+    /// The policy to decide with: the scaler's own, or a paused copy of it
+    /// while paused (made only then: a second copy in every scaler would
+    /// cost hundreds of bytes for a state that is rare).
+    fn policy_for(&self, paused: bool) -> std::borrow::Cow<'_, Policy> {
+        if paused {
+            std::borrow::Cow::Owned(Policy {
+                paused: true,
+                ..self.policy.clone()
+            })
+        } else {
+            std::borrow::Cow::Borrowed(&self.policy)
+        }
     }
 
     fn dry_run(&self) -> bool {
@@ -403,7 +415,10 @@ impl Scaler {
                 name: &q.name,
                 // One queue: its policy is the scaler's (paused or not),
                 // exactly as `decide` runs it.
-                policy: if single { policy } else { &q.policy },
+                policy: match &q.policy {
+                    Some(own) if !single => own,
+                    _ => policy,
+                },
                 sample: s.as_ref().ok(),
             })
             .collect();
@@ -464,15 +479,11 @@ impl Scaler {
         let decision = match &current {
             Ok(c) => {
                 let t = Instant::now();
-                let policy = if paused_by.is_some() {
-                    &self.paused_policy
-                } else {
-                    &self.policy
-                };
+                let policy = self.policy_for(paused_by.is_some());
                 let state = self.state.clone();
                 let mut state = state.lock().await;
                 let now = clock.now().into_std();
-                let d = self.decide_on(policy, &mut state, &samples, *c, now);
+                let d = self.decide_on(&policy, &mut state, &samples, *c, now);
                 drop(state);
                 self.observe("decide", t.elapsed());
                 // Every poll's reasoning, for `RUST_LOG=qscale=debug`; the
@@ -480,7 +491,7 @@ impl Scaler {
                 if tracing::enabled!(tracing::Level::DEBUG) {
                     let reasons: Vec<String> = d.reasons.iter().map(|r| r.to_string()).collect();
                     tracing::debug!(
-                        scaler = %self.name,
+                        scaler = %self.cfg.name,
                         current = c.desired,
                         ready = ?c.ready,
                         replicas = d.replicas,
@@ -508,7 +519,7 @@ impl Scaler {
 
     /// Act on a prepared poll and record everything it saw.
     pub async fn finish(&mut self, p: Prepared) {
-        let leader = self.rt.leadership.may_actuate(&self.name);
+        let leader = self.rt.leadership.may_actuate(&self.cfg.name);
         let mut decision = p.decision;
         let current = p.current.clone().ok();
         let mut action = None;
@@ -576,23 +587,19 @@ impl Scaler {
                 Ok(Some((d.clone(), cur)))
             }
             Err(TargetError::Conflict(msg)) => {
-                tracing::info!(scaler = %self.name, "write conflict ({msg}); re-reading and re-deciding");
+                tracing::info!(scaler = %self.cfg.name, "write conflict ({msg}); re-reading and re-deciding");
                 self.rt
                     .metrics
                     .target_errors
-                    .with_label_values(&[&self.name, self.cfg.target.kind(), "conflict"])
+                    .with_label_values(&[&self.cfg.name, self.cfg.target.kind(), "conflict"])
                     .inc();
                 let fresh =
                     bounded(timeout, target.current(), TargetError::Timeout(timeout)).await?;
-                let policy = if paused {
-                    &self.paused_policy
-                } else {
-                    &self.policy
-                };
+                let policy = self.policy_for(paused);
                 let state = self.state.clone();
                 let mut state = state.lock().await;
                 let now = self.rt.shared.clock.now().into_std();
-                let d2 = self.decide_on(policy, &mut state, samples, fresh, now);
+                let d2 = self.decide_on(&policy, &mut state, samples, fresh, now);
                 drop(state);
                 if !d2.changes() || d2.paused {
                     return Ok(None);
@@ -619,11 +626,11 @@ impl Scaler {
         self.rt
             .metrics
             .scale_operations
-            .with_label_values(&[&self.name, direction])
+            .with_label_values(&[&self.cfg.name, direction])
             .inc();
         let reasons: Vec<String> = d.reasons.iter().map(|r| r.to_string()).collect();
         tracing::info!(
-            scaler = %self.name,
+            scaler = %self.cfg.name,
             from,
             to = d.replicas,
             reasons = %reasons.join("; "),
@@ -644,12 +651,14 @@ impl Scaler {
         match bounded(timeout, target.conflicts(), TargetError::Timeout(timeout)).await {
             Ok(warnings) => {
                 for w in &warnings {
-                    tracing::warn!(scaler = %self.name, "{w}");
+                    tracing::warn!(scaler = %self.cfg.name, "{w}");
                 }
-                self.rt.status.update(&self.name, |s| s.warnings = warnings);
+                self.rt
+                    .status
+                    .update(&self.cfg.name, |s| s.warnings = warnings);
             }
             Err(e) => {
-                tracing::debug!(scaler = %self.name, error = %e, "could not check for other controllers");
+                tracing::debug!(scaler = %self.cfg.name, error = %e, "could not check for other controllers");
             }
         }
     }
@@ -658,7 +667,7 @@ impl Scaler {
         self.rt
             .metrics
             .poll_duration
-            .with_label_values(&[&self.name, phase])
+            .with_label_values(&[&self.cfg.name, phase])
             .observe(d.as_secs_f64());
     }
 
@@ -668,9 +677,9 @@ impl Scaler {
         self.rt
             .metrics
             .target_errors
-            .with_label_values(&[&self.name, self.cfg.target.kind(), pe.label])
+            .with_label_values(&[&self.cfg.name, self.cfg.target.kind(), pe.label])
             .inc();
-        self.errors.error(&self.name, &pe);
+        self.errors.error(&self.cfg.name, &pe);
         pe
     }
 
@@ -918,7 +927,16 @@ impl Scaler {
 
     /// Poll until `shutdown` turns true. The read-only half of a poll is
     /// abandoned at shutdown; a write in progress is allowed to finish.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Scaler {
+    ///
+    /// The scaler, its result and a poll's futures are boxed. A tokio task
+    /// is as big as the larger of its future and its output, for as long as
+    /// it lives: inline, the scaler (in the future and again as the output)
+    /// and the largest poll future (the write, with its re-decide on a
+    /// conflict) made every task over 5 KB for the whole time it sleeps
+    /// between polls, and thousands of scalers sleep at once. Boxed, the
+    /// task is a few hundred bytes and a poll's futures exist only while it
+    /// runs.
+    pub async fn run(mut self: Box<Self>, mut shutdown: watch::Receiver<bool>) -> Box<Scaler> {
         let interval = self.poll_interval();
         let clock = self.rt.shared.clock;
         // Spread the first polls of many scalers over up to a (virtual) second.
@@ -934,10 +952,10 @@ impl Scaler {
                 _ = shutdown.changed() => return self,
             }
             let prepared = tokio::select! {
-                p = self.prepare() => p,
+                p = Box::pin(self.prepare()) => p,
                 _ = shutdown.changed() => return self,
             };
-            self.finish(prepared).await;
+            Box::pin(self.finish(prepared)).await;
             next = clock.now() + jittered(interval);
         }
     }
@@ -1086,7 +1104,14 @@ fn timeline_poll(
             from: a.from,
             to: a.to,
         }),
-        reason: decision.map(|d| one_line(d, winner)).unwrap_or_default(),
+        // Only a poll that can become a timeline event (a write, or a
+        // decided count other than the target's) keeps its reason: the
+        // timeline drops the others', and formatting one every poll of
+        // every scaler cost more than the rest of the timeline.
+        reason: decision
+            .filter(|d| action.is_some() || current.map(|c| c.desired) != Some(d.replicas))
+            .map(|d| one_line(d, winner))
+            .unwrap_or_default(),
     }
 }
 
@@ -1127,14 +1152,19 @@ async fn bounded<T, E>(
 }
 
 struct Running {
-    key: (ScalerConfig, DefaultsConfig),
+    /// What the task runs: its config (the task's own copy, shared) and the
+    /// defaults it was started with; a reload compares against it.
+    key: (Arc<ScalerConfig>, DefaultsConfig),
     stop: watch::Sender<bool>,
-    handle: JoinHandle<Scaler>,
+    handle: JoinHandle<Box<Scaler>>,
 }
 
 /// The supervisor of all scaler tasks.
 pub struct Daemon {
     rt: Runtime,
+    /// The daemon-wide settings of the running config, without its
+    /// scalers: each scaler's config lives once, shared by its task and
+    /// its `Running::key` (at 10 000 scalers another copy here was ~10 MB).
     config: Config,
     running: HashMap<String, Running>,
     states: HashMap<String, Arc<Mutex<PolicyState>>>,
@@ -1154,15 +1184,13 @@ impl Daemon {
     pub fn start(rt: Runtime, config: Config) -> Daemon {
         let mut d = Daemon {
             rt,
-            config: config.clone(),
+            config: Config {
+                scalers: Vec::new(),
+                ..config.clone()
+            },
             running: HashMap::new(),
             states: HashMap::new(),
         };
-        let empty = Config {
-            scalers: Vec::new(),
-            ..config.clone()
-        };
-        d.config = empty;
         d.apply(config);
         d
     }
@@ -1171,19 +1199,22 @@ impl Daemon {
         &self.rt
     }
 
+    /// The running config's daemon-wide settings (`server`, `defaults`,
+    /// `leader_election`, ...); its `scalers` list is empty.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
     /// Move to `new`: start new scalers, restart changed ones (keeping their
     /// policy state), stop removed ones, leave unchanged ones alone.
-    pub fn apply(&mut self, new: Config) -> ReloadSummary {
+    pub fn apply(&mut self, mut new: Config) -> ReloadSummary {
         let mut summary = ReloadSummary::default();
-        let wanted: HashMap<&str, &ScalerConfig> =
-            new.scalers.iter().map(|s| (s.name.as_str(), s)).collect();
+        let scalers = std::mem::take(&mut new.scalers);
+        let wanted: std::collections::HashSet<&str> =
+            scalers.iter().map(|s| s.name.as_str()).collect();
         let names: Vec<String> = self.running.keys().cloned().collect();
         for name in names {
-            if !wanted.contains_key(name.as_str())
+            if !wanted.contains(name.as_str())
                 && let Some(r) = self.running.remove(&name)
             {
                 let _ = r.stop.send(true);
@@ -1193,10 +1224,10 @@ impl Daemon {
                 summary.stopped.push(name);
             }
         }
-        for s in &new.scalers {
-            let key = (s.clone(), new.defaults.clone());
+        drop(wanted);
+        for s in scalers {
             match self.running.get(&s.name) {
-                Some(r) if r.key == key => summary.unchanged += 1,
+                Some(r) if *r.key.0 == s && r.key.1 == new.defaults => summary.unchanged += 1,
                 existing => {
                     if existing.is_some() {
                         if let Some(r) = self.running.remove(&s.name) {
@@ -1207,7 +1238,7 @@ impl Daemon {
                             let kinds = |c: &ScalerConfig| -> Vec<&'static str> {
                                 c.queues().iter().map(|q| q.source.kind()).collect()
                             };
-                            let new_kinds = kinds(s);
+                            let new_kinds = kinds(&s);
                             for k in kinds(old) {
                                 if !new_kinds.contains(&k) {
                                     self.rt.metrics.remove_source_kind(&s.name, k);
@@ -1239,9 +1270,9 @@ impl Daemon {
                         .entry(s.name.clone())
                         .or_insert_with(|| Arc::new(Mutex::new(PolicyState::new())))
                         .clone();
-                    let scaler =
-                        Scaler::new(s.clone(), new.defaults.clone(), state, self.rt.clone());
-                    self.spawn(scaler, key);
+                    let scaler = Scaler::new(s, new.defaults.clone(), state, self.rt.clone());
+                    let key = (scaler.cfg.clone(), new.defaults.clone());
+                    self.start_task(scaler, key);
                 }
             }
         }
@@ -1251,9 +1282,18 @@ impl Daemon {
 
     /// Run a prepared scaler under this daemon (tests inject clients this way).
     pub fn spawn(&mut self, scaler: Scaler, key: (ScalerConfig, DefaultsConfig)) {
+        let cfg = if *scaler.cfg == key.0 {
+            scaler.cfg.clone()
+        } else {
+            Arc::new(key.0)
+        };
+        self.start_task(scaler, (cfg, key.1));
+    }
+
+    fn start_task(&mut self, scaler: Scaler, key: (Arc<ScalerConfig>, DefaultsConfig)) {
         let (stop, rx) = watch::channel(false);
         let name = scaler.name().to_string();
-        let handle = tokio::spawn(scaler.run(rx));
+        let handle = tokio::spawn(Box::new(scaler).run(rx));
         self.running.insert(name, Running { key, stop, handle });
     }
 
@@ -1269,7 +1309,7 @@ impl Daemon {
     }
 }
 
-async fn futures_join(handles: Vec<JoinHandle<Scaler>>) {
+async fn futures_join(handles: Vec<JoinHandle<Box<Scaler>>>) {
     for h in handles {
         let _ = h.await;
     }
@@ -1325,6 +1365,86 @@ mod tests {
             !p.reason.contains("oldest message"),
             "a losing signal is left out: {}",
             p.reason
+        );
+    }
+
+    #[test]
+    fn a_poll_that_cannot_become_a_timeline_event_carries_no_reason() {
+        let cfg: PolicyConfig =
+            toml::from_str("min_replicas = 1\nmax_replicas = 4\nmessages_per_replica = 10")
+                .expect("policy");
+        let caps = Capabilities {
+            oldest_age: false,
+            arrival_rate: false,
+            in_flight: false,
+            delayed: false,
+            count_in_flight: false,
+            count_delayed: false,
+        };
+        let policy = Policy::new(&cfg, &caps);
+        let sample = Sample {
+            visible: Some(20),
+            ..Sample::empty(SystemTime::now())
+        };
+        let current = Replicas {
+            desired: 2,
+            ready: Some(2),
+        };
+        let d = decide(
+            &policy,
+            &mut PolicyState::new(),
+            Some(&sample),
+            current,
+            Instant::now(),
+        );
+        assert_eq!(d.replicas, 2, "{:?}", d.reasons);
+        // Decided what the target has, nothing written: no event, no reason.
+        let p = timeline_poll(1.0, Some(&sample), Some(&current), Some(&d), None, false);
+        assert_eq!(p.reason, "");
+        // The same decision written (a target that had drifted) is an event.
+        let wrote = ActionStatus {
+            from: 3,
+            to: 2,
+            at: 1.0,
+            reasons: Vec::new(),
+        };
+        let p = timeline_poll(
+            1.0,
+            Some(&sample),
+            Some(&current),
+            Some(&d),
+            Some(&wrote),
+            false,
+        );
+        assert!(p.reason.starts_with("signal: backlog 20"), "{}", p.reason);
+    }
+
+    #[tokio::test]
+    async fn a_scaler_and_its_sleeping_task_take_under_a_kibibyte_each() {
+        // Issue 14: 10 000 scalers in 160 MiB. The task lives for as long as
+        // the scaler runs, mostly asleep between polls; what a poll needs is
+        // boxed while it runs (see `Scaler::run`).
+        let text = "[[scaler]]\nname = \"a\"\n[scaler.source]\nkind = \"demo\"\nqueue = \"q\"\npattern = \"constant:rate=1\"\n[scaler.target]\nkind = \"demo\"\nqueue = \"q\"\nseconds_per_message = 0.5\n[scaler.policy]\nmin_replicas = 1\nmax_replicas = 5\nmessages_per_replica = 5\n";
+        let cfg = Config::from_str_with_env(text, std::path::Path::new("t.toml"), Vec::new())
+            .expect("valid config");
+        let rt = Runtime::new(Clients::new(), false);
+        let s = Scaler::new(
+            cfg.scalers[0].clone(),
+            cfg.defaults.clone(),
+            Default::default(),
+            rt,
+        );
+        assert!(
+            std::mem::size_of::<Scaler>() < 1024,
+            "{}",
+            std::mem::size_of::<Scaler>()
+        );
+        let (_stop, rx) = watch::channel(false);
+        let task = Box::new(s).run(rx);
+        assert!(
+            std::mem::size_of_val(&task) < 1024,
+            "{}",
+            std::mem::size_of_val(&task)
         );
     }
 }

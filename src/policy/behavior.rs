@@ -114,7 +114,15 @@ impl History {
                 down_rec = down_rec.max(rec);
             }
         }
-        self.recommendations.push_back((now, desired));
+        // A run of equal recommendations is kept as its newest one: a value
+        // counts in a window while any of its run is inside, which is while
+        // the newest is, so the windows' minimum and maximum are the same,
+        // and a steady queue polled every second keeps one entry, not a
+        // window's worth.
+        match self.recommendations.back_mut() {
+            Some(last) if last.1 == desired => last.0 = now,
+            _ => self.recommendations.push_back((now, desired)),
+        }
         current.max(up_rec).min(down_rec)
     }
 
@@ -355,9 +363,45 @@ mod tests {
         let down = behavior(10, SelectPolicy::Max, &[]);
         let mut h = History::default();
         for i in 0..20 {
-            h.stabilize(1, 1, t0 + secs(i), &up, &down);
+            h.stabilize(1 + i as u32, 1, t0 + secs(i), &up, &down);
         }
         h.prune(t0 + secs(20), secs(10));
         assert_eq!(h.recommendation_count(), 9);
+    }
+
+    #[test]
+    fn a_run_of_equal_recommendations_is_kept_once_and_stabilizes_alike() {
+        // Against the windows over every recommendation as made.
+        let t0 = Instant::now();
+        let up = behavior(3, SelectPolicy::Max, &[]);
+        let down = behavior(10, SelectPolicy::Max, &[]);
+        let recs = [
+            5, 5, 5, 9, 9, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 7, 7, 1, 1, 1,
+        ];
+        let mut h = History::default();
+        let mut all: Vec<(Instant, u32)> = Vec::new();
+        for (i, &r) in recs.iter().enumerate() {
+            let now = t0 + secs(i as u64);
+            let current = 4;
+            let up_rec = all
+                .iter()
+                .filter(|(at, _)| within(*at, now, up.stabilization))
+                .fold(r, |m, (_, x)| m.min(*x));
+            // The count at the first decision seeds the down-window.
+            let seed = if within(t0, now, down.stabilization) {
+                current
+            } else {
+                0
+            };
+            let down_rec = all
+                .iter()
+                .filter(|(at, _)| within(*at, now, down.stabilization))
+                .fold(r.max(seed), |m, (_, x)| m.max(*x));
+            let want = current.max(up_rec).min(down_rec);
+            assert_eq!(h.stabilize(r, current, now, &up, &down), want, "poll {i}");
+            all.push((now, r));
+        }
+        // Runs: 5 5 5 | 9 9 | 2 x 12 | 7 7 | 1 1 1.
+        assert_eq!(h.recommendation_count(), 5);
     }
 }

@@ -110,8 +110,12 @@ pub(crate) struct Estimator {
     drain_service: Option<f64>,
     /// The drain being watched.
     drain_run: Option<DrainRun>,
-    /// Cumulative arrivals since the estimator started, at each sample.
-    arrived: VecDeque<(Instant, f64)>,
+    /// Cumulative arrivals since the estimator started, at each sample, the
+    /// time as nanoseconds since `base`: 16 bytes a point where an
+    /// `Instant` would take 24, for up to [`AGE_POINTS`] points per scaler.
+    arrived: VecDeque<(u64, f64)>,
+    /// When the arrival history (re)started.
+    base: Option<Instant>,
     /// The last sample that saw no visible message.
     last_empty: Option<Instant>,
     /// Estimated arrivals that came out negative, to be netted against the
@@ -179,6 +183,7 @@ impl Estimator {
         }
         if o.visible == 0 {
             self.last_empty = Some(now);
+            self.forget_before_empty(now);
         }
         self.prev = Some(point);
         self.estimates(now, o, configured)
@@ -186,11 +191,31 @@ impl Estimator {
 
     fn restart_history(&mut self, now: Instant) {
         self.arrived.clear();
-        self.arrived.push_back((now, 0.0));
+        self.base = Some(now);
+        self.arrived.push_back((0, 0.0));
+    }
+
+    /// A point's time as stored: nanoseconds since `base` (exact; u64
+    /// nanoseconds last 584 years).
+    fn offset(&self, at: Instant) -> u64 {
+        self.base.map_or(0, |b| {
+            u64::try_from(at.saturating_duration_since(b).as_nanos()).unwrap_or(u64::MAX)
+        })
+    }
+
+    /// A stored time as an `Instant`.
+    fn instant(&self, offset: u64, now: Instant) -> Instant {
+        self.base.unwrap_or(now) + Duration::from_nanos(offset)
     }
 
     fn record_arrivals(&mut self, now: Instant, total: f64) {
-        self.arrived.push_back((now, total));
+        // The history grows as it fills, by doubling, but never past one
+        // point more than it keeps (a plain push would double 256 to 512).
+        if self.arrived.len() == self.arrived.capacity() {
+            let want = (self.arrived.len() * 2).clamp(4, AGE_POINTS + 1);
+            self.arrived.reserve_exact(want - self.arrived.len());
+        }
+        self.arrived.push_back((self.offset(now), total));
         if self.arrived.len() > AGE_POINTS {
             // Thin the older half: drop every other point. Cumulative counts
             // stay exact at the points kept; only the resolution coarsens.
@@ -201,6 +226,23 @@ impl Estimator {
                 i += 1;
                 keep
             });
+        }
+    }
+
+    /// Drop the points the age estimate can no longer use once the queue
+    /// was seen empty at `empty`: an age is capped by the time since then,
+    /// so of the points at or before it only the newest one counts (an age
+    /// interpolated between it and the next may still fall after `empty`).
+    /// A queue that empties now and then keeps a short history instead of
+    /// [`AGE_POINTS`]; the capacity follows it down, with slack so a queue
+    /// that fills and empties does not reallocate every poll.
+    fn forget_before_empty(&mut self, empty: Instant) {
+        let cut = self.offset(empty);
+        while self.arrived.len() >= 2 && self.arrived[1].0 <= cut {
+            self.arrived.pop_front();
+        }
+        if self.arrived.capacity() > 16 && self.arrived.len() < self.arrived.capacity() / 4 {
+            self.arrived.shrink_to(self.arrived.len() * 2);
         }
     }
 
@@ -218,6 +260,7 @@ impl Estimator {
         let mut newer: Option<(Instant, f64)> = None;
         let mut found = None;
         for &(at, cum) in self.arrived.iter().rev() {
+            let at = self.instant(at, now);
             if cum <= target {
                 let t = match newer {
                     Some((nt, nc)) if nc > cum => {
@@ -240,6 +283,7 @@ impl Estimator {
             // Older than the whole history, for all we know.
             (None, None) => {
                 let &(first, _) = self.arrived.front()?;
+                let first = self.instant(first, now);
                 (self.arrived.len() >= 2).then(|| (now.saturating_duration_since(first), true))
             }
         }
@@ -631,11 +675,74 @@ mod tests {
             assert_eq!(est.oldest_age.is_some(), i > 0, "{i}");
         }
         assert!(e.arrived.len() <= AGE_POINTS, "{}", e.arrived.len());
+        assert!(
+            e.arrived.capacity() <= AGE_POINTS + 1,
+            "{}",
+            e.arrived.capacity()
+        );
         let est = e.observe(
             t0 + Duration::from_secs(10_001),
             &obs(0, 0, Some(0), None, 0),
             Some(1.0),
         );
         assert_eq!(est.oldest_age, Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_queue_seen_empty_keeps_only_the_history_after_it_and_the_same_ages() {
+        // Two estimators on the same samples: one whose history is cut at
+        // every empty poll, one that never saw the empty polls' cut (its
+        // history rebuilt from the same points without forgetting).
+        let t0 = Instant::now();
+        let mut e = Estimator::default();
+        let mut full: Vec<(Instant, f64)> = Vec::new();
+        let mut visible = 0u64;
+        for i in 0..600u64 {
+            // Bursts of 40 every 100 s, drained at 2 a second.
+            if i % 100 == 10 {
+                visible += 40;
+            }
+            visible = visible.saturating_sub(2);
+            let now = t0 + Duration::from_secs(i);
+            let est = e.observe(
+                now,
+                &obs(visible, visible, Some(0), Some(0.4), 0),
+                Some(0.5),
+            );
+            let &(_, total) = e.arrived.back().expect("a point");
+            full.push((now, total));
+            // The reference: the same search over every point ever made.
+            let want = if visible == 0 {
+                Some(Duration::ZERO)
+            } else {
+                let target = total - visible as f64;
+                let bound = e.last_empty.map(|t| now.saturating_duration_since(t));
+                let mut newer: Option<(Instant, f64)> = None;
+                let mut found = None;
+                for &(at, cum) in full.iter().rev() {
+                    if cum <= target {
+                        let t = match newer {
+                            Some((nt, nc)) if nc > cum => {
+                                let frac = ((target - cum) / (nc - cum)).clamp(0.0, 1.0);
+                                at + nt.saturating_duration_since(at).mul_f64(frac)
+                            }
+                            _ => at,
+                        };
+                        found = Some(now.saturating_duration_since(t));
+                        break;
+                    }
+                    newer = Some((at, cum));
+                }
+                match (found, bound) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            };
+            assert_eq!(est.oldest_age, want, "second {i}");
+        }
+        // The last burst drained at second 530 and the queue stayed empty:
+        // the point of the last empty poll is all that is left.
+        assert_eq!(e.arrived.len(), 1);
+        assert!(e.arrived.capacity() <= 16, "{}", e.arrived.capacity());
     }
 }

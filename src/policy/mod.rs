@@ -31,7 +31,6 @@ mod dead_letter;
 mod estimate;
 mod queue_settings;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -167,8 +166,10 @@ impl Decision {
 pub struct PolicyState {
     history: History,
     /// Each queue's estimates, by queue name (`""` for a scaler with one
-    /// queue), so they survive reloads as the windows do.
-    queues: BTreeMap<String, QueueState>,
+    /// queue), so they survive reloads as the windows do. A list, not a
+    /// map: a scaler has one queue or a few, and a `BTreeMap`'s first node
+    /// has room for eleven (2.8 KB per scaler for its one queue).
+    queues: Vec<(String, QueueState)>,
     consecutive_failures: u32,
     last_active: Option<Instant>,
     /// Since when a step down has been waiting for the stabilized count to
@@ -436,7 +437,7 @@ pub fn decide_many(
     // Queues no longer configured take their estimates with them.
     state
         .queues
-        .retain(|name, _| queues.iter().any(|q| q.name == name));
+        .retain(|(name, _)| queues.iter().any(|q| q.name == name));
     let cur = current.desired;
     state.last_current = Some(cur);
     let multi = queues.len() > 1;
@@ -488,7 +489,17 @@ pub fn decide_many(
             .zip(&fractions)
             .map(|(q, &f)| {
                 // One queue's name is "": the key costs no allocation.
-                let qs = state.queues.entry(q.name.to_string()).or_default();
+                let i = match state.queues.iter().position(|(n, _)| n == q.name) {
+                    Some(i) => i,
+                    None => {
+                        state.queues.reserve_exact(1);
+                        state
+                            .queues
+                            .push((q.name.to_string(), QueueState::default()));
+                        state.queues.len() - 1
+                    }
+                };
+                let qs = &mut state.queues[i].1;
                 let note = multi.then(|| format!("of {cur} replicas, {basis}"));
                 queue_step1(q, qs, f, note, current, now)
             })

@@ -222,12 +222,24 @@ fn cut(s: &str) -> String {
     out
 }
 
+/// Push onto a deque that the caller keeps under `limit` items. Its
+/// capacity grows by doubling as it fills, but never past `limit`: a
+/// timeline costs what it holds (a new scaler's a few points, not its whole
+/// bound from the first poll), and never more than its bound.
+fn push_bounded<T>(d: &mut VecDeque<T>, limit: usize, x: T) {
+    if d.len() == d.capacity() {
+        let want = (d.len() * 2).clamp(4, limit.max(d.len() + 1));
+        d.reserve_exact(want - d.len());
+    }
+    d.push_back(x);
+}
+
 impl Timeline {
     pub fn new() -> Timeline {
         Timeline {
-            points: VecDeque::with_capacity(FULL_POINTS),
-            buckets: VecDeque::with_capacity(BUCKETS),
-            events: VecDeque::with_capacity(EVENTS),
+            points: VecDeque::new(),
+            buckets: VecDeque::new(),
+            events: VecDeque::new(),
             last_desired: None,
         }
     }
@@ -261,12 +273,16 @@ impl Timeline {
             self.points.pop_front();
             self.fold(first);
         }
-        self.points.push_back(Point {
-            at: p.at,
-            v,
-            flags,
-            signal: Signal::code(p.signal),
-        });
+        push_bounded(
+            &mut self.points,
+            FULL_POINTS,
+            Point {
+                at: p.at,
+                v,
+                flags,
+                signal: Signal::code(p.signal),
+            },
+        );
         self.record_event(p);
     }
 
@@ -288,13 +304,17 @@ impl Timeline {
             if self.events.len() >= EVENTS {
                 self.events.pop_front();
             }
-            self.events.push_back(Event {
-                at: p.at,
-                from,
-                to,
-                acted,
-                reason: cut(&p.reason),
-            });
+            push_bounded(
+                &mut self.events,
+                EVENTS,
+                Event {
+                    at: p.at,
+                    from,
+                    to,
+                    acted,
+                    reason: cut(&p.reason),
+                },
+            );
         }
     }
 
@@ -323,15 +343,19 @@ impl Timeline {
                 if self.buckets.len() >= BUCKETS {
                     self.buckets.pop_front();
                 }
-                self.buckets.push_back(Bucket {
-                    start,
-                    polls: 1,
-                    min: RANGED.map(pick),
-                    max: RANGED.map(pick),
-                    last: p.v,
-                    flags: p.flags,
-                    signal: p.signal,
-                });
+                push_bounded(
+                    &mut self.buckets,
+                    BUCKETS,
+                    Bucket {
+                        start,
+                        polls: 1,
+                        min: RANGED.map(pick),
+                        max: RANGED.map(pick),
+                        last: p.v,
+                        flags: p.flags,
+                        signal: p.signal,
+                    },
+                );
             }
         }
     }
@@ -346,8 +370,8 @@ impl Timeline {
         self.buckets.len()
     }
 
-    /// Bytes this timeline holds on the heap and inline: the bound per
-    /// scaler (its capacity never grows past the limits above).
+    /// Bytes this timeline holds on the heap and inline (its capacity
+    /// grows as it fills, never past the limits above).
     pub fn heap_bytes(&self) -> usize {
         std::mem::size_of::<Timeline>()
             + self.points.capacity() * std::mem::size_of::<Point>()

@@ -129,7 +129,8 @@ impl DemoQueue {
             clock,
             state: Mutex::new(State {
                 started,
-                model: Model::new(WorkerParams::default(), 0),
+                // The daemon never reads the waits (the simulator does).
+                model: Model::new(WorkerParams::default(), 0).without_waits(),
                 arrivals: None,
                 next_arrival: 0,
                 workers_attached: false,

@@ -200,6 +200,8 @@ pub struct Model {
     desired: u32,
     arrived_total: u64,
     waits: WaitHistogram,
+    /// Whether `waits` is kept (see [`Model::without_waits`]).
+    record_waits: bool,
     rng: StdRng,
     heap: BinaryHeap<Reverse<(At, usize)>>,
 }
@@ -216,6 +218,7 @@ impl Model {
             desired: 0,
             arrived_total: 0,
             waits: WaitHistogram::default(),
+            record_waits: true,
             rng: StdRng::seed_from_u64(params.seed),
             heap: BinaryHeap::new(),
         };
@@ -229,6 +232,16 @@ impl Model {
             })
             .collect();
         m
+    }
+
+    /// The same model without the waits histogram, for a caller that
+    /// never reads it (the daemon's demo queues): the histogram has a
+    /// bucket per 0.1 s of the longest wait, so a long backlog grows it for
+    /// as long as the queue lives (about 2 KB per demo queue within a minute
+    /// of issue 14's footprint run).
+    pub fn without_waits(mut self) -> Model {
+        self.record_waits = false;
+        self
     }
 
     pub fn params(&self) -> &WorkerParams {
@@ -251,7 +264,8 @@ impl Model {
         self.arrived_total
     }
 
-    /// Waits of the messages workers took so far.
+    /// Waits of the messages workers took so far (none when made
+    /// [`without_waits`](Model::without_waits)).
     pub fn waits(&self) -> &WaitHistogram {
         &self.waits
     }
@@ -435,7 +449,9 @@ impl Model {
                     self.queue.pop_front();
                 }
                 self.visible -= 1;
-                self.waits.record(taken - arrived, 1);
+                if self.record_waits {
+                    self.waits.record(taken - arrived, 1);
+                }
                 let done = taken + self.service_time();
                 self.workers[i].busy_until = done;
                 if done <= t1 {
@@ -451,6 +467,9 @@ impl Model {
     /// that never drains its queue cannot hide those waits.
     pub fn record_unfinished_waits(&mut self) {
         let now = self.now as f64;
+        if !self.record_waits {
+            return;
+        }
         for b in &self.queue {
             self.waits.record(now - b.arrived, b.count);
         }
@@ -607,5 +626,22 @@ mod tests {
         assert!((h.quantile(0.95) - 3.0).abs() < 1e-9);
         assert!((h.quantile(1.0) - 12.0).abs() < 1e-9);
         assert_eq!(WaitHistogram::default().quantile(0.5), 0.0);
+    }
+
+    #[test]
+    fn a_model_without_waits_works_the_same_and_keeps_no_histogram() {
+        let mut with = Model::new(params(2.0, 0.0), 1);
+        let mut without = Model::new(params(2.0, 0.0), 1).without_waits();
+        for m in [&mut with, &mut without] {
+            m.arrive(30);
+            for _ in 0..20 {
+                m.step();
+            }
+            m.record_unfinished_waits();
+        }
+        assert_eq!(with.observe(), without.observe());
+        assert!(with.waits().count() > 0);
+        assert_eq!(without.waits().count(), 0);
+        assert_eq!(without.waits(), &WaitHistogram::default());
     }
 }
