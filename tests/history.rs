@@ -336,31 +336,41 @@ async fn an_unreachable_cloudwatch_endpoint_is_one_clear_line() {
     assert!(e.to_string().contains("GetMetricData"), "{e}");
 }
 
+/// Run the qscale binary with moto's test credentials: (exit code,
+/// stdout, stderr).
+fn qscale_with_test_credentials(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_qscale"))
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("run qscale");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn the_command_exits_1_with_one_line_for_a_missing_queue_and_a_bad_range() {
     let url = moto::url();
     let missing = moto::unique("history-cli");
     let run = |extra: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_qscale"))
-            .args([
-                "history",
-                "cloudwatch",
-                "--queue",
-                &missing,
-                "--region",
-                "us-east-1",
-            ])
-            .args(["--endpoint-url", &url])
-            .args(extra)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .output()
-            .expect("run qscale");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let mut args = vec![
+            "history",
+            "cloudwatch",
+            "--queue",
+            &missing,
+            "--region",
+            "us-east-1",
+            "--endpoint-url",
+            &url,
+        ];
+        args.extend_from_slice(extra);
+        let (code, _, err) = qscale_with_test_credentials(&args);
+        (code, err)
     };
     let (code, err) = run(&["--last", "1h"]);
     assert_eq!(code, Some(1), "{err}");
@@ -436,20 +446,7 @@ max_message_age = "2m"
     )
     .expect("write config");
     let (from, to) = (rfc3339(start), rfc3339(start + 180 * MINUTE));
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_qscale"))
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .output()
-            .expect("run qscale");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = qscale_with_test_credentials;
     let cfg = config.to_str().expect("utf-8 path");
     let csv = dir.path().join("h.csv");
     let (code, _, err) = run(&[

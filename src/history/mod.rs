@@ -254,6 +254,22 @@ pub struct History {
 }
 
 impl History {
+    /// One line: what was read, how long from when, how many messages
+    /// (and of them the start backlog), in how many calls.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}: {} from {}, {} messages{}, {} call(s)",
+            self.what,
+            humantime::format_duration(Duration::from_secs(self.trace.len_seconds())),
+            rfc3339(self.start),
+            self.trace.total(),
+            self.start_backlog
+                .map(|b| format!(" ({b} of them the start backlog)"))
+                .unwrap_or_default(),
+            self.calls
+        )
+    }
+
     /// Trim, check the gaps and spread `bins` into a history.
     pub fn from_bins(bins: Bins, fill: Option<FillGaps>) -> Result<History, HistoryError> {
         let Bins {
@@ -805,21 +821,24 @@ pub async fn execute(
 /// [`execute`], but the trace stays in memory; the warnings and a summary
 /// line go to `err`.
 pub async fn read(args: &HistoryArgs, err: &mut dyn Write) -> Result<History, HistoryError> {
+    let (h, _) = import_warned(args, &AwsConfigs::new(), SystemTime::now(), err).await?;
+    let _ = writeln!(err, "{}", h.summary());
+    Ok(h)
+}
+
+/// Plan and import what `args` ask for, with each warning on `err`.
+async fn import_warned<'a>(
+    args: &'a HistoryArgs,
+    aws: &AwsConfigs,
+    now: SystemTime,
+    err: &mut dyn Write,
+) -> Result<(History, &'a CommonArgs), HistoryError> {
     let (plan, common) = plan(args)?;
-    let h = import(&plan, common, &AwsConfigs::new(), SystemTime::now()).await?;
+    let h = import(&plan, common, aws, now).await?;
     for w in &h.warnings {
         let _ = writeln!(err, "warning: {w}");
     }
-    let _ = writeln!(
-        err,
-        "{}: {} from {}, {} messages, {} call(s)",
-        h.what,
-        humantime::format_duration(Duration::from_secs(h.trace.len_seconds())),
-        rfc3339(h.start),
-        h.trace.total(),
-        h.calls
-    );
-    Ok(h)
+    Ok((h, common))
 }
 
 /// [`execute`] with the AWS configs (credentials) and the current time
@@ -831,11 +850,7 @@ pub async fn execute_with(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<History, HistoryError> {
-    let (plan, common) = plan(args)?;
-    let h = import(&plan, common, aws, now).await?;
-    for w in &h.warnings {
-        let _ = writeln!(err, "warning: {w}");
-    }
+    let (h, common) = import_warned(args, aws, now, err).await?;
     let csv = h.to_csv(common.resolution.unwrap_or(h.bin));
     let dest = match &common.output {
         Some(path) => {
@@ -854,18 +869,7 @@ pub async fn execute_with(
             "standard output".to_string()
         }
     };
-    let _ = writeln!(
-        err,
-        "{}: {} from {}, {} messages{}, {} call(s); written to {dest}",
-        h.what,
-        humantime::format_duration(Duration::from_secs(h.trace.len_seconds())),
-        rfc3339(h.start),
-        h.trace.total(),
-        h.start_backlog
-            .map(|b| format!(" ({b} of them the start backlog)"))
-            .unwrap_or_default(),
-        h.calls
-    );
+    let _ = writeln!(err, "{}; written to {dest}", h.summary());
     Ok(h)
 }
 
