@@ -58,8 +58,24 @@ const DRAIN_DOWN_TAU: Duration = Duration::from_secs(30);
 /// drain with arrivals in it).
 const DRAIN_UP_TAU: Duration = Duration::from_secs(600);
 /// Arrival history points kept for the age estimate; older ones are thinned
-/// out (every other one dropped) so a long backlog stays covered.
-const AGE_POINTS: usize = 256;
+/// out (every other one dropped) so a long backlog stays covered. The
+/// newest half stays at poll resolution, and further back the spacing
+/// grows with the age, so an interpolated age is off by at most about a
+/// sixtieth of itself.
+const AGE_POINTS: usize = 128;
+
+/// One point of the arrival history: 8 bytes, since every scaler keeps up
+/// to [`AGE_POINTS`] of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Arrived {
+    /// Milliseconds since the history's `base`.
+    at_ms: u32,
+    /// Arrivals since `base`. An `f32` is exact to 16.7 million messages;
+    /// past that its rounding moves an age by about 6e-8 of the history's
+    /// span (under a second over months), because more arrivals in the
+    /// same span mean a higher rate.
+    total: f32,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Point {
@@ -110,12 +126,20 @@ pub(crate) struct Estimator {
     drain_service: Option<f64>,
     /// The drain being watched.
     drain_run: Option<DrainRun>,
-    /// Cumulative arrivals since the estimator started, at each sample, the
-    /// time as nanoseconds since `base`: 16 bytes a point where an
-    /// `Instant` would take 24, for up to [`AGE_POINTS`] points per scaler.
-    arrived: VecDeque<(u64, f64)>,
-    /// When the arrival history (re)started.
+    /// Cumulative arrivals at each sample, relative to `base`.
+    arrived: VecDeque<Arrived>,
+    /// Arrivals since `base`, unrounded: the points round it, the sum
+    /// must not (a fraction of a message a poll would vanish into an
+    /// `f32` of millions).
+    total: f64,
+    /// The time the history's points count from; moved forward to its
+    /// oldest point when the queue is seen empty or the offsets would
+    /// outgrow 32 bits (49 days).
     base: Option<Instant>,
+    /// Arrivals the rebasing took off `total` so far: with it, the tests
+    /// compare ages against one running count.
+    #[cfg(test)]
+    rebased: f64,
     /// The last sample that saw no visible message.
     last_empty: Option<Instant>,
     /// Estimated arrivals that came out negative, to be netted against the
@@ -172,8 +196,8 @@ impl Estimator {
                     self.restart_history(now);
                 } else if dt >= MIN_DT {
                     let arrived = self.update(prev, point, dt, o, configured);
-                    let total = self.arrived.back().map_or(0.0, |&(_, c)| c) + arrived;
-                    self.record_arrivals(now, total);
+                    self.total += arrived;
+                    self.record_arrivals(now);
                 } else {
                     // Too close to difference: keep the older point as the base.
                     return self.estimates(now, o, configured);
@@ -192,30 +216,85 @@ impl Estimator {
     fn restart_history(&mut self, now: Instant) {
         self.arrived.clear();
         self.base = Some(now);
-        self.arrived.push_back((0, 0.0));
+        self.total = 0.0;
+        self.arrived.push_back(Arrived {
+            at_ms: 0,
+            total: 0.0,
+        });
     }
 
-    /// A point's time as stored: nanoseconds since `base` (exact; u64
-    /// nanoseconds last 584 years).
-    fn offset(&self, at: Instant) -> u64 {
-        self.base.map_or(0, |b| {
-            u64::try_from(at.saturating_duration_since(b).as_nanos()).unwrap_or(u64::MAX)
-        })
+    /// Milliseconds from `base` to `at`, if they fit the 32 bits a point
+    /// keeps.
+    fn offset(&self, at: Instant) -> Option<u32> {
+        let b = self.base?;
+        u32::try_from(at.saturating_duration_since(b).as_millis()).ok()
     }
 
     /// A stored time as an `Instant`.
-    fn instant(&self, offset: u64, now: Instant) -> Instant {
-        self.base.unwrap_or(now) + Duration::from_nanos(offset)
+    fn instant(&self, p: Arrived, now: Instant) -> Instant {
+        self.base.unwrap_or(now) + Duration::from_millis(u64::from(p.at_ms))
     }
 
-    fn record_arrivals(&mut self, now: Instant, total: f64) {
+    /// A stored cumulative count.
+    fn total_at(p: Arrived) -> f64 {
+        f64::from(p.total)
+    }
+
+    /// Count the points from the oldest one: it becomes time 0 and count 0.
+    /// Ages only ever compare points with each other, so nothing changes
+    /// but the size of the numbers.
+    fn rebase(&mut self) {
+        let Some(first) = self.arrived.front().copied() else {
+            return;
+        };
+        let (shift_ms, shift_total) = (first.at_ms, first.total);
+        if shift_ms == 0 && shift_total == 0.0 {
+            return;
+        }
+        self.base = self
+            .base
+            .map(|b| b + Duration::from_millis(u64::from(shift_ms)));
+        self.total -= f64::from(shift_total);
+        #[cfg(test)]
+        {
+            self.rebased += f64::from(shift_total);
+        }
+        for p in self.arrived.iter_mut() {
+            p.at_ms -= shift_ms;
+            p.total -= shift_total;
+        }
+    }
+
+    fn record_arrivals(&mut self, now: Instant) {
+        let at_ms = match self.offset(now) {
+            Some(ms) => ms,
+            None => {
+                // 49 days without the queue seen empty: count from the
+                // oldest point, and drop points until the span fits.
+                self.rebase();
+                loop {
+                    if let Some(ms) = self.offset(now) {
+                        break ms;
+                    }
+                    if self.arrived.len() <= 1 {
+                        self.restart_history(now);
+                        return;
+                    }
+                    self.arrived.pop_front();
+                    self.rebase();
+                }
+            }
+        };
         // The history grows as it fills, by doubling, but never past one
-        // point more than it keeps (a plain push would double 256 to 512).
+        // point more than it keeps (a plain push would double 128 to 256).
         if self.arrived.len() == self.arrived.capacity() {
             let want = (self.arrived.len() * 2).clamp(4, AGE_POINTS + 1);
             self.arrived.reserve_exact(want - self.arrived.len());
         }
-        self.arrived.push_back((self.offset(now), total));
+        self.arrived.push_back(Arrived {
+            at_ms,
+            total: self.total as f32,
+        });
         if self.arrived.len() > AGE_POINTS {
             // Thin the older half: drop every other point. Cumulative counts
             // stay exact at the points kept; only the resolution coarsens.
@@ -235,12 +314,14 @@ impl Estimator {
     /// interpolated between it and the next may still fall after `empty`).
     /// A queue that empties now and then keeps a short history instead of
     /// [`AGE_POINTS`]; the capacity follows it down, with slack so a queue
-    /// that fills and empties does not reallocate every poll.
+    /// that fills and empties does not reallocate every poll. What is left
+    /// is counted from its oldest point, so the numbers stay small.
     fn forget_before_empty(&mut self, empty: Instant) {
-        let cut = self.offset(empty);
-        while self.arrived.len() >= 2 && self.arrived[1].0 <= cut {
+        let cut = self.offset(empty).unwrap_or(u32::MAX);
+        while self.arrived.len() >= 2 && self.arrived[1].at_ms <= cut {
             self.arrived.pop_front();
         }
+        self.rebase();
         if self.arrived.capacity() > 16 && self.arrived.len() < self.arrived.capacity() / 4 {
             self.arrived.shrink_to(self.arrived.len() * 2);
         }
@@ -255,12 +336,12 @@ impl Estimator {
             return Some((Duration::ZERO, false));
         }
         let bound = self.last_empty.map(|t| now.saturating_duration_since(t));
-        let &(_, total) = self.arrived.back()?;
+        let total = Self::total_at(*self.arrived.back()?);
         let target = total - visible as f64;
         let mut newer: Option<(Instant, f64)> = None;
         let mut found = None;
-        for &(at, cum) in self.arrived.iter().rev() {
-            let at = self.instant(at, now);
+        for &p in self.arrived.iter().rev() {
+            let (at, cum) = (self.instant(p, now), Self::total_at(p));
             if cum <= target {
                 let t = match newer {
                     Some((nt, nc)) if nc > cum => {
@@ -282,8 +363,7 @@ impl Estimator {
             (None, Some(b)) => Some((b, false)),
             // Older than the whole history, for all we know.
             (None, None) => {
-                let &(first, _) = self.arrived.front()?;
-                let first = self.instant(first, now);
+                let first = self.instant(*self.arrived.front()?, now);
                 (self.arrived.len() >= 2).then(|| (now.saturating_duration_since(first), true))
             }
         }
@@ -709,7 +789,7 @@ mod tests {
                 &obs(visible, visible, Some(0), Some(0.4), 0),
                 Some(0.5),
             );
-            let &(_, total) = e.arrived.back().expect("a point");
+            let total = Estimator::total_at(*e.arrived.back().expect("a point")) + e.rebased;
             full.push((now, total));
             // The reference: the same search over every point ever made.
             let want = if visible == 0 {
@@ -744,5 +824,33 @@ mod tests {
         // the point of the last empty poll is all that is left.
         assert_eq!(e.arrived.len(), 1);
         assert!(e.arrived.capacity() <= 16, "{}", e.arrived.capacity());
+    }
+
+    #[test]
+    fn an_arrival_history_point_takes_eight_bytes() {
+        assert_eq!(std::mem::size_of::<Arrived>(), 8);
+    }
+
+    #[test]
+    fn a_queue_never_seen_empty_for_months_still_gets_its_age_right() {
+        // 1,000 messages a second for 120 days (10 billion, far past an
+        // f32's exact range) with a standing backlog of 5,000, sampled
+        // every 30 s: the oldest waited 5 s all along, and the history
+        // passed its 49-day offset range twice on the way.
+        let t0 = Instant::now();
+        let mut e = Estimator::default();
+        let rate = 1000.0;
+        let mut last = None;
+        for i in 0..(120 * 86_400 / 30) {
+            let now = t0 + Duration::from_secs(i * 30);
+            let est = e.observe(now, &obs(5000, 5000, Some(0), Some(rate), 0), Some(0.01));
+            last = est.oldest_age;
+            if i > 10 {
+                let age = est.oldest_age.expect("an age").as_secs_f64();
+                assert!((age - 5.0).abs() < 0.5, "day {}: {age}", i * 30 / 86_400);
+            }
+        }
+        assert!(last.is_some());
+        assert!(e.arrived.len() <= AGE_POINTS);
     }
 }
