@@ -20,8 +20,10 @@
 //!   whether qscale wrote them.
 //!
 //! Values are stored as `f32` (exact for counts up to 16 777 216; ages and
-//! rates keep seven significant digits), unknown ones as NaN, so a point is
-//! 48 bytes. [`Timeline::heap_bytes`] gives the bound; the figure is in
+//! rates keep seven significant digits), unknown ones as NaN, and a poll's
+//! time as an `f32` offset from the timeline's base (moved along so the
+//! offsets stay within an hour: exact to a fraction of a millisecond), so
+//! a point is 40 bytes. [`Timeline::heap_bytes`] gives the bound; the figure is in
 //! docs/metrics.md. Time is passed in (Unix seconds, the wall clock): the
 //! module is pure and tested without a daemon.
 
@@ -44,6 +46,9 @@ pub const BUCKETS: usize = 30;
 pub const EVENTS: usize = 8;
 /// A change's reason is cut to this many bytes (at a character boundary).
 pub const REASON_BYTES: usize = 192;
+/// How far, in seconds, a point's time may lie from the base it is stored
+/// against before the base moves.
+const REBASE: f64 = 3600.0;
 
 /// The signal whose proposal won a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -141,10 +146,11 @@ const ESTIMATED: u8 = 1;
 const ERROR: u8 = 2;
 const ACTED: u8 = 4;
 
-/// One poll as stored: 48 bytes.
+/// One poll as stored: 40 bytes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Point {
-    at: f64,
+    /// Seconds since the timeline's `base`.
+    at: f32,
     v: [f32; SERIES],
     flags: u8,
     signal: u8,
@@ -178,6 +184,8 @@ pub struct Event {
 /// One scaler's bounded history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timeline {
+    /// Unix seconds the points' times count from.
+    base: f64,
     points: VecDeque<Point>,
     buckets: VecDeque<Bucket>,
     events: VecDeque<Event>,
@@ -237,6 +245,7 @@ fn push_bounded<T>(d: &mut VecDeque<T>, limit: usize, x: T) {
 impl Timeline {
     pub fn new() -> Timeline {
         Timeline {
+            base: 0.0,
             points: VecDeque::new(),
             buckets: VecDeque::new(),
             events: VecDeque::new(),
@@ -267,17 +276,18 @@ impl Timeline {
             | if p.action.is_some() { ACTED } else { 0 };
         // Make room first, so no deque ever grows past its limit.
         while let Some(first) = self.points.front().copied() {
-            if self.points.len() < FULL_POINTS && first.at >= p.at - FULL_WINDOW {
+            if self.points.len() < FULL_POINTS && self.unix(&first) >= p.at - FULL_WINDOW {
                 break;
             }
             self.points.pop_front();
             self.fold(first);
         }
+        self.rebase_for(p.at);
         push_bounded(
             &mut self.points,
             FULL_POINTS,
             Point {
-                at: p.at,
+                at: (p.at - self.base) as f32,
                 v,
                 flags,
                 signal: Signal::code(p.signal),
@@ -318,8 +328,33 @@ impl Timeline {
         }
     }
 
+    /// A stored point's time, Unix seconds.
+    fn unix(&self, p: &Point) -> f64 {
+        self.base + f64::from(p.at)
+    }
+
+    /// Move the base to `at` when it is more than [`REBASE`] seconds away
+    /// (or the timeline is empty), so every offset stays small enough for
+    /// an `f32` to keep it exact to a fraction of a millisecond. The
+    /// points kept span at most [`FULL_WINDOW`], unless the wall clock
+    /// jumped; then their offsets lose precision, not their order.
+    fn rebase_for(&mut self, at: f64) {
+        if self.points.is_empty() {
+            self.base = at;
+            return;
+        }
+        if (at - self.base).abs() <= REBASE {
+            return;
+        }
+        let old = self.base;
+        self.base = at;
+        for p in self.points.iter_mut() {
+            p.at = (old + f64::from(p.at) - at) as f32;
+        }
+    }
+
     fn fold(&mut self, p: Point) {
-        let start = (p.at / BUCKET).floor() * BUCKET;
+        let start = (self.unix(&p) / BUCKET).floor() * BUCKET;
         match self.buckets.back_mut() {
             Some(b) if start <= b.start => {
                 b.polls += 1;
@@ -400,7 +435,12 @@ impl Timeline {
             full_resolution_seconds: FULL_WINDOW,
             bucket_seconds: BUCKET,
             buckets: self.buckets.iter().map(BucketView::of).collect(),
-            points: self.points.iter().map(PointView::of).collect(),
+            points: self
+                .points
+                .iter()
+                // To the millisecond: the offset's f32 noise hidden.
+                .map(|p| PointView::of(p, (self.unix(p) * 1000.0).round() / 1000.0))
+                .collect(),
             events: self.events.iter().cloned().collect(),
         }
     }
@@ -439,11 +479,11 @@ pub struct PointView {
 }
 
 impl PointView {
-    fn of(p: &Point) -> PointView {
+    fn of(p: &Point, at: f64) -> PointView {
         let v = |s: S| p.v[s as usize];
         let r = |s: S| count(v(s)).map(|x| x.min(u64::from(u32::MAX)) as u32);
         PointView {
-            at: p.at,
+            at,
             visible: count(v(S::Visible)),
             in_flight: count(v(S::InFlight)),
             backlog: count(v(S::Backlog)),

@@ -70,7 +70,7 @@ fn a_day_of_one_second_polls_stays_within_the_point_and_byte_bounds() {
         "a timeline may hold {} bytes",
         Timeline::max_bytes()
     );
-    assert_eq!(std::mem::size_of::<Point>(), 48);
+    assert_eq!(std::mem::size_of::<Point>(), 40);
     assert_eq!(std::mem::size_of::<Bucket>(), 80);
 }
 
@@ -271,4 +271,25 @@ fn a_clock_set_back_keeps_the_history_ordered_and_bounded() {
         2000,
         "no poll lost or counted twice"
     );
+}
+
+#[test]
+fn poll_times_stay_exact_to_the_millisecond_however_long_the_timeline_runs() {
+    // Points store their time as an f32 offset; a day of polls at odd
+    // fractions of a second crosses many re-bases.
+    let mut t = Timeline::new();
+    for i in 0..86_400u64 {
+        t.push(&poll(T0 + i as f64 * 1.001 + 0.123));
+    }
+    let h = t.view("x");
+    assert_eq!(h.points.len(), FULL_POINTS);
+    for (k, p) in h.points.iter().enumerate() {
+        let i = (86_400 - FULL_POINTS + k) as f64;
+        let want = ((T0 + i * 1.001 + 0.123) * 1000.0).round() / 1000.0;
+        assert!((p.at - want).abs() < 0.0015, "{} vs {want}", p.at);
+    }
+    // A clock set back by a year still keeps the newest poll's time.
+    t.push(&poll(T0 - 365.0 * 86_400.0));
+    let last = t.view("x").points.last().map(|p| p.at);
+    assert_eq!(last, Some(T0 - 365.0 * 86_400.0));
 }
