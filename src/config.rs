@@ -371,6 +371,15 @@ impl ScalerConfig {
         self.source.is_none() && !self.sources.is_empty()
     }
 
+    /// The source of queue `i`, in the order of [`ScalerConfig::queues`],
+    /// without building that list.
+    pub fn queue_source(&self, i: usize) -> Option<&SourceConfig> {
+        match &self.source {
+            Some(s) => (i == 0).then_some(s),
+            None => self.sources.get(i).map(|q| &q.source),
+        }
+    }
+
     /// How the queues' needs combine (`sum` unless set).
     pub fn combine(&self) -> Combine {
         self.combine.unwrap_or_default()

@@ -189,11 +189,13 @@ pub struct Prepared {
 struct QueueRuntime {
     /// The `sources` entry's name; empty for the single `source`.
     name: String,
-    config: SourceConfig,
+    /// Its source's kind; the source's config stays in the scaler's
+    /// (`ScalerConfig::queue_source`), not copied here.
+    kind: &'static str,
     /// The scaler's policy with this queue's own settings in place; `None`
     /// for a scaler's only queue, which is decided by the scaler's policy
-    /// (a copy per scaler would cost a few hundred bytes for nothing).
-    policy: Option<Policy>,
+    /// (boxed: a scaler with one queue pays a pointer, not a policy).
+    policy: Option<Box<Policy>>,
     source: Option<Arc<dyn QueueSource>>,
     /// With several queues, each logs its own errors and settings warnings
     /// (one queue uses the scaler's).
@@ -203,13 +205,13 @@ struct QueueRuntime {
 
 /// One scaler: its config, policy, state, and lazily built clients.
 pub struct Scaler {
-    name: String,
     /// Shared with the daemon's record of what runs (`Running::key`).
     cfg: Arc<ScalerConfig>,
     defaults: DefaultsConfig,
     policy: Policy,
     state: Arc<Mutex<PolicyState>>,
-    rt: Runtime,
+    /// Shared by every scaler of the daemon.
+    rt: Arc<Runtime>,
     queues: Vec<QueueRuntime>,
     combine: Combine,
     target: Option<Arc<dyn ScaleTarget>>,
@@ -225,16 +227,17 @@ impl Scaler {
         cfg: ScalerConfig,
         defaults: DefaultsConfig,
         state: Arc<Mutex<PolicyState>>,
-        rt: Runtime,
+        rt: impl Into<Arc<Runtime>>,
     ) -> Scaler {
+        let rt: Arc<Runtime> = rt.into();
         let multi = cfg.is_multi_queue();
         let queues: Vec<QueueRuntime> = cfg
             .queues()
             .into_iter()
             .map(|q| QueueRuntime {
                 name: q.name.to_string(),
-                config: q.source.clone(),
-                policy: multi.then(|| Policy::new(&q.policy, &q.source.capabilities())),
+                kind: q.source.kind(),
+                policy: multi.then(|| Box::new(Policy::new(&q.policy, &q.source.capabilities()))),
                 source: None,
                 errors: ErrorLog::default(),
                 settings: SettingLog::default(),
@@ -242,9 +245,9 @@ impl Scaler {
             .collect();
         // Steps 2 to 8 read the scaler's policy; only the signals read the
         // source's capabilities, and they read each queue's.
-        let caps = queues
-            .first()
-            .map_or(Capabilities::none(), |q| q.config.capabilities());
+        let caps = cfg
+            .queue_source(0)
+            .map_or(Capabilities::none(), SourceConfig::capabilities);
         let policy = Policy::new(&cfg.policy, &caps);
         let mut st = ScalerStatus::new(
             &cfg.name,
@@ -260,7 +263,7 @@ impl Scaler {
                 .iter()
                 .map(|q| QueueStatus {
                     name: q.name.clone(),
-                    source: q.config.kind(),
+                    source: q.kind,
                     decision: None,
                     sample: None,
                     error: None,
@@ -268,14 +271,13 @@ impl Scaler {
                 .collect();
         }
         rt.status.put(st);
-        let mut kinds = queues.iter().map(|q| q.config.kind());
+        let mut kinds = queues.iter().map(|q| q.kind);
         rt.metrics
             .init_scaler(&cfg.name, kinds.next().unwrap_or("none"), cfg.target.kind());
         for k in kinds {
             rt.metrics.init_source_kind(&cfg.name, k);
         }
         Scaler {
-            name: cfg.name.clone(),
             combine: cfg.combine(),
             cfg: Arc::new(cfg),
             defaults,
@@ -348,13 +350,13 @@ impl Scaler {
     /// build: bad credentials or an unreachable endpoint heal by themselves).
     async fn source(&mut self, i: usize) -> Result<Arc<dyn QueueSource>, SourceError> {
         let timeout = self.defaults.sample_timeout;
-        let Some(q) = self.queues.get_mut(i) else {
+        let (Some(q), Some(config)) = (self.queues.get_mut(i), self.cfg.queue_source(i)) else {
             return Err(SourceError::Config("no such queue".into()));
         };
         if let Some(s) = &q.source {
             return Ok(s.clone());
         }
-        let s = q.config.build(&self.rt.shared, timeout).await?;
+        let s = config.build(&self.rt.shared, timeout).await?;
         q.source = Some(s.clone());
         Ok(s)
     }
@@ -416,7 +418,7 @@ impl Scaler {
                 // One queue: its policy is the scaler's (paused or not),
                 // exactly as `decide` runs it.
                 policy: match &q.policy {
-                    Some(own) if !single => own,
+                    Some(own) if !single => own.as_ref(),
                     _ => policy,
                 },
                 sample: s.as_ref().ok(),
@@ -697,7 +699,7 @@ impl Scaler {
         started: Instant,
     ) {
         let m = &self.rt.metrics;
-        let name = self.name.as_str();
+        let name = self.cfg.name.as_str();
         let multi = self.queues.len() > 1;
         let mut error = None;
         // With several queues, the first failing queue's error, for /status
@@ -713,7 +715,7 @@ impl Scaler {
                 Err(e) => {
                     let mut pe = PhaseError::source(e);
                     m.source_errors
-                        .with_label_values(&[name, q.config.kind(), pe.label])
+                        .with_label_values(&[name, q.kind, pe.label])
                         .inc();
                     if multi {
                         pe.message = format!("queue {}: {}", q.name, pe.message);
@@ -830,7 +832,7 @@ impl Scaler {
         if !multi && let Some(w) = &settings {
             self.settings.poll(name, w);
         }
-        let queue_kinds: Vec<&'static str> = self.queues.iter().map(|q| q.config.kind()).collect();
+        let queue_kinds: Vec<&'static str> = self.queues.iter().map(|q| q.kind).collect();
         let dry_run = self.dry_run();
         self.rt.status.record_poll(
             name,
@@ -1161,7 +1163,8 @@ struct Running {
 
 /// The supervisor of all scaler tasks.
 pub struct Daemon {
-    rt: Runtime,
+    /// One for all scalers: each task holds a pointer to it.
+    rt: Arc<Runtime>,
     /// The daemon-wide settings of the running config, without its
     /// scalers: each scaler's config lives once, shared by its task and
     /// its `Running::key` (at 10 000 scalers another copy here was ~10 MB).
@@ -1183,7 +1186,7 @@ impl Daemon {
     /// Start a task for every scaler of `config`.
     pub fn start(rt: Runtime, config: Config) -> Daemon {
         let mut d = Daemon {
-            rt,
+            rt: Arc::new(rt),
             config: Config {
                 scalers: Vec::new(),
                 ..config.clone()
