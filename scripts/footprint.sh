@@ -4,14 +4,20 @@
 # the run, scale actions and errors. Only 127.0.0.1 is involved; it stops
 # by itself.
 #   scripts/footprint.sh [scalers=1000] [seconds=60] [port=19090]
+# QSCALE_BIN=<binary> measures that binary instead of building one (to set
+# two builds side by side).
 # scripts/soak.sh runs it for 10 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-1000}"
 SECS="${2:-60}"
 PORT="${3:-19090}"
-cargo build --release --quiet
-BIN=target/release/qscale
+if [[ -n "${QSCALE_BIN:-}" ]]; then
+  BIN="$QSCALE_BIN"
+else
+  cargo build --release --quiet
+  BIN=target/release/qscale
+fi
 DIR="$(mktemp -d)"
 trap 'kill "$PID" 2>/dev/null || true; rm -rf "$DIR"' EXIT
 CFG="$DIR/footprint.toml"

@@ -36,7 +36,7 @@ use crate::config::{Config, DefaultsConfig, ScalerConfig};
 use crate::contract::{Capabilities, QueueSource, Sample, SourceError};
 use crate::contract::{Replicas, ScaleTarget, TargetError};
 use crate::leader::Leadership;
-use crate::metrics::{Metrics, ScaleDirection, set_or_remove_f64};
+use crate::metrics::{Metrics, ScaleDirection, ScalerCell};
 use crate::policy::{
     Combine, Decision, Policy, PolicyState, QueueSample, Reason, SettingWarning, Step, decide_many,
     queue_setting_warnings,
@@ -212,6 +212,8 @@ pub struct Scaler {
     state: Arc<Mutex<PolicyState>>,
     /// Shared by every scaler of the daemon.
     rt: Arc<Runtime>,
+    /// This scaler's metric values, found once.
+    cell: ScalerCell,
     queues: Vec<QueueRuntime>,
     combine: Combine,
     target: Option<Arc<dyn ScaleTarget>>,
@@ -277,7 +279,9 @@ impl Scaler {
         for k in kinds {
             rt.metrics.init_source_kind(&cfg.name, k);
         }
+        let cell = rt.metrics.scaler_cell(&cfg.name);
         Scaler {
+            cell,
             combine: cfg.combine(),
             cfg: Arc::new(cfg),
             defaults,
@@ -628,8 +632,7 @@ impl Scaler {
         self.rt
             .metrics
             .scale_operations
-            .with_label_values(&[&self.cfg.name, direction])
-            .inc();
+            .inc_in(&self.cell, direction);
         let reasons: Vec<String> = d.reasons.iter().map(|r| r.to_string()).collect();
         tracing::info!(
             scaler = %self.cfg.name,
@@ -669,8 +672,7 @@ impl Scaler {
         self.rt
             .metrics
             .poll_duration
-            .with_label_values(&[&self.cfg.name, phase])
-            .observe(d.as_secs_f64());
+            .observe_in(&self.cell, phase, d.as_secs_f64());
     }
 
     /// Count and log a target error; the caller puts it into the status.
@@ -679,8 +681,7 @@ impl Scaler {
         self.rt
             .metrics
             .target_errors
-            .with_label_values(&[&self.cfg.name, self.cfg.target.kind(), pe.label])
-            .inc();
+            .inc_in(&self.cell, self.cfg.target.kind(), pe.label);
         self.errors.error(&self.cfg.name, &pe);
         pe
     }
@@ -705,8 +706,9 @@ impl Scaler {
         // With several queues, the first failing queue's error, for /status
         // (each queue logs its own).
         let mut queue_error = None;
+        let cell = &self.cell;
         if let Ok(s) = sample {
-            m.record_sample(name, s);
+            m.record_sample_in(cell, s);
         }
         for (q, s) in self.queues.iter_mut().zip(samples) {
             match s {
@@ -714,9 +716,7 @@ impl Scaler {
                 Ok(_) => {}
                 Err(e) => {
                     let mut pe = PhaseError::source(e);
-                    m.source_errors
-                        .with_label_values(&[name, q.kind, pe.label])
-                        .inc();
+                    m.source_errors.inc_in(cell, q.kind, pe.label);
                     if multi {
                         pe.message = format!("queue {}: {}", q.name, pe.message);
                         q.errors.error(name, &pe);
@@ -729,56 +729,40 @@ impl Scaler {
         }
         match current {
             Ok(c) => {
+                m.replicas.set_in(cell, &["current"], i64::from(c.desired));
                 m.replicas
-                    .with_label_values(&[name, "current"])
-                    .set(i64::from(c.desired));
-                match c.ready {
-                    Some(r) => m
-                        .replicas
-                        .with_label_values(&[name, "ready"])
-                        .set(i64::from(r)),
-                    None => {
-                        let _ = m.replicas.remove_label_values(&[name, "ready"]);
-                    }
-                }
+                    .set_or_remove_in(cell, &["ready"], c.ready.map(i64::from));
             }
             Err(e) => {
                 let pe = PhaseError::target("target", e);
                 m.target_errors
-                    .with_label_values(&[name, self.cfg.target.kind(), pe.label])
-                    .inc();
+                    .inc_in(cell, self.cfg.target.kind(), pe.label);
                 error = error.or(Some(pe));
             }
         }
         if let Some(d) = decision {
-            m.replicas
-                .with_label_values(&[name, "desired"])
-                .set(i64::from(d.replicas));
-            set_or_remove_f64(&m.arrival_rate, &[name], d.arrival_rate);
-            set_or_remove_f64(&m.dead_letter_rate, &[name], d.dead_letter_rate);
-            set_or_remove_f64(
-                &m.oldest_age_estimated,
-                &[name],
+            m.replicas.set_in(cell, &["desired"], i64::from(d.replicas));
+            m.arrival_rate.set_or_remove_in(cell, &[], d.arrival_rate);
+            m.dead_letter_rate
+                .set_or_remove_in(cell, &[], d.dead_letter_rate);
+            m.oldest_age_estimated.set_or_remove_in(
+                cell,
+                &[],
                 d.oldest_age
                     .filter(|_| d.oldest_age_estimated)
                     .map(|a| a.as_secs_f64()),
             );
             m.fallback_active
-                .with_label_values(&[name])
-                .set(i64::from(d.fallback_active));
+                .set_in(cell, &[], i64::from(d.fallback_active));
             for q in &d.queues {
                 m.record_queue(name, &q.name, q.backlog, q.replicas);
             }
         }
-        m.paused
-            .with_label_values(&[name])
-            .set(i64::from(paused_by.is_some()));
+        m.paused.set_in(cell, &[], i64::from(paused_by.is_some()));
         let ok = sample.is_ok() && current.is_ok();
         let now_wall = SystemTime::now();
         if ok {
-            m.last_success
-                .with_label_values(&[name])
-                .set(unix(now_wall));
+            m.last_success.set_in(cell, &[], unix(now_wall));
             if act_error.is_none() {
                 self.errors.ok(name);
             }
