@@ -206,8 +206,9 @@ pub struct Scenario {
 
 /// Something that sets the replica count, asked once per simulated second.
 pub trait Autoscaler {
-    /// Look at the model at second `t` (after that second's arrivals) and
-    /// return a new replica count, or `None` to leave it.
+    /// Look at the model at the start of second `t` (before that second's
+    /// arrivals) and return a new replica count, or `None` to leave it; the
+    /// pods follow in second `t + 1` (see [`run`]).
     fn tick(&mut self, t: u64, model: &Model) -> Option<u32>;
 }
 
