@@ -326,8 +326,8 @@ pub const DRAIN_LIMIT_SECONDS: u64 = 300;
 /// instead left a scaler that keeps a backlog with its last messages
 /// undone: their replica-seconds uncounted and their waits cut short. On
 /// the ramp trace, which ends at its peak, KEDA+HPA holds about nine
-/// messages per replica, and the end-to-end benchmark spent another 28 s
-/// with up to 100 replicas draining them, a twentieth of the run's cost.
+/// messages per replica, and the end-to-end benchmark spent another
+/// 27-28 s at 98-100 replicas draining them, about 4 % of the run's cost.
 pub fn run(scenario: &Scenario, scaler: &mut dyn Autoscaler, name: &str) -> Run {
     // The first replicas start with the run, as a Deployment created with
     // the trace does (and the end-to-end benchmark's): not ready until
@@ -340,10 +340,10 @@ pub fn run(scenario: &Scenario, scaler: &mut dyn Autoscaler, name: &str) -> Run 
     // kubelet act on a new `spec.replicas` a moment after it is written,
     // not at that instant (the end-to-end benchmark's kubelet looks once a
     // second). Applied at once, new workers took work a second earlier
-    // than end to end (its KEDA+HPA log: pods written at 150 s took work
-    // at about 181 s), every scale-up drained a message or two more by the
-    // next poll, and KEDA's `ceil(backlog / 10)` on the ramp came out a
-    // replica short from 150 s on.
+    // than end to end (its KEDA+HPA log: pods written at 150 s were still
+    // starting at 180.01 s), every scale-up drained a message or two more
+    // by the next poll, and KEDA's `ceil(backlog / 10)` on the ramp came
+    // out a replica short from 150 s on.
     let mut written: Option<u32> = None;
     let mut t = 0;
     loop {
