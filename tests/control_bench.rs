@@ -589,6 +589,9 @@ async fn keda_hpa(run: Arc<Run>, api: Api<Deployment>, name: String) {
     let params =
         HpaParams::keda_defaults(f64::from(MESSAGES_PER_REPLICA), MIN_REPLICAS, MAX_REPLICAS);
     let polling = params.polling_interval;
+    let sync = params.sync_period.max(1);
+    let mut keda_log = std::env::var_os("QSCALE_BENCH_KEDA_LOG")
+        .map(|p| std::fs::File::create(p).expect("QSCALE_BENCH_KEDA_LOG"));
     let mut hpa = Hpa::new(params);
     let mut desired = MIN_REPLICAS;
     let (mut visible, mut in_flight) = (0u64, 0u64);
@@ -614,7 +617,25 @@ async fn keda_hpa(run: Arc<Run>, api: Api<Deployment>, name: String) {
             ready,
             billed: pods,
         };
-        if let Some(n) = hpa.tick(t, &o) {
+        let r = hpa.tick(t, &o);
+        // QSCALE_BENCH_KEDA_LOG=<file>: what the model saw and did at each
+        // HPA sync, to set beside the simulator's when calibrating it (the
+        // replica changes alone do not show why a proposal differed).
+        if let Some(log) = &mut keda_log
+            && t.is_multiple_of(sync)
+        {
+            use std::io::Write as _;
+            let line = format!(
+                "t={t} v={:.2} metric={} vis={visible} fl={in_flight} pods={pods} ready={ready} desired={desired} -> {r:?} done={}\n",
+                run.vnow(),
+                visible + in_flight,
+                run.completed.load(Ordering::Relaxed)
+            );
+            if let Err(e) = log.write_all(line.as_bytes()) {
+                run.error(format!("QSCALE_BENCH_KEDA_LOG: {e}"));
+            }
+        }
+        if let Some(n) = r {
             let patch = json!({"spec": {"replicas": n}});
             match api
                 .patch_scale(&name, &PatchParams::default(), &Patch::Merge(&patch))

@@ -16,7 +16,9 @@ use crate::world::model::{Observation, WaitHistogram};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Metrics {
     /// Median wait of a message before a worker took it, seconds (0.1 s
-    /// resolution; messages still waiting at the end count with their age).
+    /// resolution; messages still waiting when the run ends, at most
+    /// [`crate::simulate::DRAIN_LIMIT_SECONDS`] after the trace, count with
+    /// their age then).
     pub age_p50_seconds: f64,
     /// 95th percentile of the same.
     pub age_p95_seconds: f64,
