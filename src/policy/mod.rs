@@ -231,22 +231,36 @@ fn ceil_replicas(x: f64) -> u32 {
     }
 }
 
-fn secs(d: Duration) -> String {
+/// A duration in reasons: whole seconds (at least 1 s unless zero), as
+/// humantime writes them. A value to format, not a `String`: a poll writes
+/// a dozen of these into its reasons, and a string each was a tenth of a
+/// poll's instructions in allocations and copies.
+fn secs(d: Duration) -> humantime::FormattedDuration {
     humantime::format_duration(Duration::from_secs(d.as_secs().max(if d.is_zero() {
         0
     } else {
         1
     })))
-    .to_string()
 }
 
-fn num(x: f64) -> String {
-    if (x - x.round()).abs() < 1e-9 {
-        format!("{}", x.round() as i64)
-    } else if x.abs() >= 10.0 {
-        format!("{x:.1}")
-    } else {
-        format!("{x:.2}")
+/// A number in reasons: an integer as such, else one decimal from 10 up
+/// and two below. Formatted where it is written (see [`secs`]).
+fn num(x: f64) -> Num {
+    Num(x)
+}
+
+struct Num(f64);
+
+impl fmt::Display for Num {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let x = self.0;
+        if (x - x.round()).abs() < 1e-9 {
+            write!(f, "{}", x.round() as i64)
+        } else if x.abs() >= 10.0 {
+            write!(f, "{x:.1}")
+        } else {
+            write!(f, "{x:.2}")
+        }
     }
 }
 
@@ -709,7 +723,7 @@ impl Share {
     /// `6` with one queue, `2.5 (of 6 replicas, split by ...)` with several.
     fn describe(&self) -> String {
         match &self.note {
-            None => num(self.replicas),
+            None => num(self.replicas).to_string(),
             Some(n) => format!("{} ({n})", num(self.replicas)),
         }
     }
