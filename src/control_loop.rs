@@ -559,7 +559,7 @@ impl Scaler {
             &p.sample,
             &p.samples,
             &p.current,
-            decision.as_ref(),
+            decision,
             p.paused_by,
             leader,
             action,
@@ -692,13 +692,15 @@ impl Scaler {
         sample: &Result<Sample, SourceError>,
         samples: &[Result<Sample, SourceError>],
         current: &Result<Replicas, TargetError>,
-        decision: Option<&Decision>,
+        owned_decision: Option<Decision>,
         paused_by: Option<&'static str>,
         leader: bool,
         action: Option<ActionStatus>,
         act_error: Option<PhaseError>,
         started: Instant,
     ) {
+        // Read by reference until the status takes the reasons by value.
+        let decision = owned_decision.as_ref();
         let m = &self.rt.metrics;
         let name = self.cfg.name.as_str();
         let multi = self.queues.len() > 1;
@@ -816,7 +818,11 @@ impl Scaler {
         if !multi && let Some(w) = &settings {
             self.settings.poll(name, w);
         }
-        let queue_kinds: Vec<&'static str> = self.queues.iter().map(|q| q.kind).collect();
+        let queue_kinds: Vec<&'static str> = if multi {
+            self.queues.iter().map(|q| q.kind).collect()
+        } else {
+            Vec::new()
+        };
         let dry_run = self.dry_run();
         self.rt.status.record_poll(
             name,
@@ -829,6 +835,7 @@ impl Scaler {
                 error.is_some(),
             ),
         );
+        let decided = decision.is_some();
         self.rt.status.update(name, |st| {
             st.last_poll = Some(unix(now_wall));
             st.leader = leader;
@@ -867,15 +874,15 @@ impl Scaler {
                         }
                         None => {}
                     }
-                    if let Some(d) = decision {
+                    if let Some(d) = &owned_decision {
                         qs.decision = d.queues.get(i).cloned();
                     }
                 }
             }
-            if let Some(d) = decision {
+            if let Some(d) = owned_decision {
                 st.desired = Some(d.replicas);
-                st.reasons = d.reasons.clone();
-                st.proposals = d.proposals.clone();
+                st.reasons = d.reasons;
+                st.proposals = d.proposals;
                 st.arrival_rate = d.arrival_rate;
                 st.seconds_per_message = d.seconds_per_message;
                 st.dead_letter_rate = d.dead_letter_rate;
@@ -884,7 +891,7 @@ impl Scaler {
                 st.fallback_active = d.fallback_active;
             }
             st.consecutive_failures = consecutive;
-            st.last_poll_decided = decision.is_some();
+            st.last_poll_decided = decided;
             if let Some(a) = action {
                 st.last_action = Some(a);
             }
