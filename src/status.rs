@@ -231,7 +231,12 @@ impl StatusBoard {
             return;
         }
         if let Ok(mut m) = self.timelines.write() {
-            m.entry(name.to_string()).or_default().push(poll);
+            // The name is copied only for a scaler's first poll, not every
+            // poll (`entry` takes an owned key).
+            match m.get_mut(name) {
+                Some(t) => t.push(poll),
+                None => m.entry(name.to_string()).or_default().push(poll),
+            }
         }
     }
 

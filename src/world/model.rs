@@ -202,7 +202,11 @@ pub struct Model {
     waits: WaitHistogram,
     /// Whether `waits` is kept (see [`Model::without_waits`]).
     record_waits: bool,
-    rng: StdRng,
+    /// The service-time jitter's generator, made on its first draw from
+    /// `params.seed` (the same draws as one made with the model): a model
+    /// without jitter, each demo queue's by default, does not carry its
+    /// 300-odd bytes.
+    rng: Option<Box<StdRng>>,
     heap: BinaryHeap<Reverse<(At, usize)>>,
 }
 
@@ -219,7 +223,7 @@ impl Model {
             arrived_total: 0,
             waits: WaitHistogram::default(),
             record_waits: true,
-            rng: StdRng::seed_from_u64(params.seed),
+            rng: None,
             heap: BinaryHeap::new(),
         };
         m.desired = initial;
@@ -396,7 +400,11 @@ impl Model {
     fn service_time(&mut self) -> f64 {
         let s = self.params.seconds_per_message;
         if self.params.jitter > 0.0 {
-            let u: f64 = self.rng.random::<f64>();
+            let seed = self.params.seed;
+            let rng = self
+                .rng
+                .get_or_insert_with(|| Box::new(StdRng::seed_from_u64(seed)));
+            let u: f64 = rng.random::<f64>();
             (s * (1.0 + self.params.jitter * (2.0 * u - 1.0))).max(1e-6)
         } else {
             s

@@ -327,7 +327,7 @@ impl Pattern {
             pattern: self.clone(),
             t: 0,
             carry: 0.0,
-            rng: StdRng::seed_from_u64(self.seed),
+            rng: None,
         }
     }
 }
@@ -338,7 +338,11 @@ pub struct Arrivals {
     pattern: Pattern,
     t: u64,
     carry: f64,
-    rng: StdRng,
+    /// Made on the first Poisson draw, from the pattern's seed, so the
+    /// draws are those of a generator made with the stream: a stream
+    /// without noise (each demo queue's, by default) does not carry the
+    /// generator's 300-odd bytes.
+    rng: Option<Box<StdRng>>,
 }
 
 impl Iterator for Arrivals {
@@ -355,7 +359,13 @@ impl Iterator for Arrivals {
                 self.carry = total - whole;
                 whole as u64
             }
-            Noise::Poisson => poisson(&mut self.rng, rate),
+            Noise::Poisson => {
+                let seed = self.pattern.seed;
+                let rng = self
+                    .rng
+                    .get_or_insert_with(|| Box::new(StdRng::seed_from_u64(seed)));
+                poisson(rng, rate)
+            }
         })
     }
 }
