@@ -1367,15 +1367,7 @@ mod tests {
         let cfg: PolicyConfig =
             toml::from_str("min_replicas = 1\nmax_replicas = 4\nmessages_per_replica = 10")
                 .expect("policy");
-        let caps = Capabilities {
-            oldest_age: false,
-            arrival_rate: false,
-            in_flight: false,
-            delayed: false,
-            count_in_flight: false,
-            count_delayed: false,
-        };
-        let policy = Policy::new(&cfg, &caps);
+        let policy = Policy::new(&cfg, &Capabilities::none());
         let sample = Sample {
             visible: Some(20),
             ..Sample::empty(SystemTime::now())

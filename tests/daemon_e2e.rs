@@ -57,18 +57,6 @@ policies = [{{ percent = 100, period = "1s" }}]
     )
 }
 
-async fn wait_replicas(k: &Kube, ns: &str, name: &str, want: i32, limit: Duration) -> Duration {
-    let t = Instant::now();
-    loop {
-        let got = k.deployment_replicas(ns, name).await;
-        if got == want {
-            return t.elapsed();
-        }
-        assert!(t.elapsed() < limit, "replicas stayed {got}, wanted {want}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn backlog_scales_a_real_deployment_up_and_down_and_the_daemon_explains_it() {
     let moto_url = moto::require().await;
@@ -108,7 +96,9 @@ async fn backlog_scales_a_real_deployment_up_and_down_and_the_daemon_explains_it
     // 200 messages -> ceil(200 / 20) = 10 replicas.
     let sent = Instant::now();
     moto::send(&sqs, &queue_url, 200, 0).await;
-    let took = wait_replicas(&k, &ns, deploy, 10, Duration::from_secs(20)).await;
+    let took = k
+        .wait_replicas(&ns, deploy, 10, Duration::from_secs(20))
+        .await;
     eprintln!(
         "200 messages sent in {:?}; replicas reached 10 {:?} later",
         sent.elapsed() - took,
@@ -173,7 +163,8 @@ async fn backlog_scales_a_real_deployment_up_and_down_and_the_daemon_explains_it
         .await
         .expect("purge");
     let drained = Instant::now();
-    wait_replicas(&k, &ns, deploy, 1, Duration::from_secs(20)).await;
+    k.wait_replicas(&ns, deploy, 1, Duration::from_secs(20))
+        .await;
     assert!(
         drained.elapsed() >= Duration::from_secs(2),
         "scale-down must wait for the stabilization window"
@@ -219,7 +210,7 @@ async fn reload_applies_a_valid_config_and_rejects_an_invalid_one() {
         format!("127.0.0.1:{port}").parse().expect("addr"),
     );
     // 100 messages want 5, but max_replicas is 3.
-    wait_replicas(&k, &ns, "w", 3, Duration::from_secs(20)).await;
+    k.wait_replicas(&ns, "w", 3, Duration::from_secs(20)).await;
 
     // An invalid file is rejected and counted; scaling goes on unchanged.
     std::fs::write(
@@ -245,7 +236,7 @@ async fn reload_applies_a_valid_config_and_rejects_an_invalid_one() {
         ),
     )
     .expect("write");
-    wait_replicas(&k, &ns, "w", 5, Duration::from_secs(20)).await;
+    k.wait_replicas(&ns, "w", 5, Duration::from_secs(20)).await;
 
     let (code, _) = daemon.terminate();
     assert_eq!(code, Some(0));

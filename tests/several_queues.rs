@@ -23,7 +23,7 @@ mod moto;
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use daemon::{Daemon, free_port, sample_value, wait_until};
 use kube_support::Kube;
@@ -66,21 +66,6 @@ cooldown = "0s"
 policies = [{{ percent = 100, period = "1s" }}]
 "#
     )
-}
-
-async fn wait_replicas(k: &Kube, ns: &str, name: &str, want: i32, limit: Duration) {
-    let t = Instant::now();
-    loop {
-        let got = k.deployment_replicas(ns, name).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            t.elapsed() < limit,
-            "{name}: replicas stayed {got}, wanted {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -141,7 +126,8 @@ async fn a_pool_that_drains_two_sqs_queues_is_sized_for_the_sum_of_their_needs()
     // (each queue alone would be 6 or 4).
     moto::send_batch(&sqs, &critical, 30).await;
     moto::send_batch(&sqs, &bulk, 200).await;
-    wait_replicas(&k, &ns, "pool", 10, Duration::from_secs(20)).await;
+    k.wait_replicas(&ns, "pool", 10, Duration::from_secs(20))
+        .await;
     // The count can reach 10 while the last bulk messages are still being
     // sent (6 + 3.2 rounds up to 10 too): wait for a poll that saw them all.
     wait_until(
@@ -234,7 +220,8 @@ async fn a_pool_that_drains_two_sqs_queues_is_sized_for_the_sum_of_their_needs()
     );
     // ...while the queue that answers still drives it up: 120 / 10 = 12.
     moto::send_batch(&sqs, &live, 120).await;
-    wait_replicas(&k, &ns, "held", 12, Duration::from_secs(20)).await;
+    k.wait_replicas(&ns, "held", 12, Duration::from_secs(20))
+        .await;
     // Once every message is counted (111 already round up to 12):
     wait_until(Duration::from_secs(10), "the decision on all 120", || {
         daemon.scaler("held")["reasons"]

@@ -183,6 +183,29 @@ impl Kube {
             .unwrap_or(0)
     }
 
+    /// Wait until the Deployment has `want` replicas, reading it every
+    /// 200 ms; how long that took. Fails the test after `limit`.
+    pub async fn wait_replicas(
+        &self,
+        ns: &str,
+        name: &str,
+        want: i32,
+        limit: Duration,
+    ) -> Duration {
+        let t = std::time::Instant::now();
+        loop {
+            let got = self.deployment_replicas(ns, name).await;
+            if got == want {
+                return t.elapsed();
+            }
+            assert!(
+                t.elapsed() < limit,
+                "{name}: replicas stayed {got}, wanted {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Write `status` of an apps/v1 object, standing in for the missing
     /// controller-manager.
     pub async fn patch_status(&self, ns: &str, plural: &str, name: &str, status: Value) {
