@@ -117,7 +117,7 @@ pub(crate) fn hold(
     };
     reasons.push(Reason {
         step: Step::DeadLetter,
-        message: format!(
+        message: msg!(
             "dead-lettering {} msg/s = {share} of arrivals {} msg/s > max_fraction {}%: \
              failures, not capacity; not scaling up, keeping {current} (would be {desired})",
             num(dl),
@@ -248,7 +248,11 @@ mod tests {
                 Some(text) => {
                     assert_eq!(reasons.len(), 1);
                     assert_eq!(reasons[0].step, Step::DeadLetter);
-                    assert!(reasons[0].message.contains(text), "{}", reasons[0].message);
+                    assert!(
+                        reasons[0].message.to_string().contains(text),
+                        "{}",
+                        reasons[0].message
+                    );
                 }
             }
         }

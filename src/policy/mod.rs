@@ -25,6 +25,17 @@
 //! `qscale once` and the simulator, so what the simulator shows is what the
 //! daemon does.
 
+/// A reason's [`Message`] from a format string and the values it reads,
+/// formatted when something reads it. The closure takes the values by move,
+/// so each must be owned (copy a field out of a borrowed struct first).
+macro_rules! msg {
+    ($($arg:tt)*) => {
+        $crate::policy::Message::lazy(move |f: &mut ::std::fmt::Formatter<'_>| {
+            write!(f, $($arg)*)
+        })
+    };
+}
+
 mod behavior;
 mod config;
 mod dead_letter;
@@ -32,6 +43,7 @@ mod estimate;
 mod queue_settings;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -89,7 +101,91 @@ impl fmt::Display for Step {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reason {
     pub step: Step,
-    pub message: String,
+    pub message: Message,
+}
+
+/// A reason's text, kept as the numbers it names and formatted only when
+/// read (/status, a log line, a change in the timeline). Every poll records
+/// a handful of reasons and almost none are ever read: formatting them at
+/// once was a quarter of the daemon's instructions per poll. Cloning shares
+/// the captured values; two messages are equal when they read the same.
+#[derive(Clone)]
+pub struct Message(Text);
+
+type Render = dyn Fn(&mut fmt::Formatter<'_>) -> fmt::Result + Send + Sync;
+
+#[derive(Clone)]
+enum Text {
+    Fixed(&'static str),
+    Lazy(Arc<Render>),
+}
+
+impl Message {
+    /// A message written by `render` when read (see the `msg!` macro).
+    pub fn lazy(
+        render: impl Fn(&mut fmt::Formatter<'_>) -> fmt::Result + Send + Sync + 'static,
+    ) -> Message {
+        Message(Text::Lazy(Arc::new(render)))
+    }
+}
+
+impl From<&'static str> for Message {
+    fn from(s: &'static str) -> Message {
+        Message(Text::Fixed(s))
+    }
+}
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Text::Fixed(s) => f.write_str(s),
+            Text::Lazy(render) => render(f),
+        }
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_string(), f)
+    }
+}
+
+impl Message {
+    /// Whether the message reads `text`, compared as it is written out.
+    pub fn reads(&self, text: &str) -> bool {
+        let mut rest = Rest(text);
+        fmt::write(&mut rest, format_args!("{self}")).is_ok() && rest.0.is_empty()
+    }
+}
+
+/// What is left of a text being matched against a message's pieces.
+struct Rest<'a>(&'a str);
+
+impl fmt::Write for Rest<'_> {
+    fn write_str(&mut self, piece: &str) -> fmt::Result {
+        self.0 = self.0.strip_prefix(piece).ok_or(fmt::Error)?;
+        Ok(())
+    }
+}
+
+impl PartialEq for Message {
+    fn eq(&self, other: &Message) -> bool {
+        self.reads(&other.to_string())
+    }
+}
+
+impl Eq for Message {}
+
+impl PartialEq<&str> for Message {
+    fn eq(&self, other: &&str) -> bool {
+        self.reads(other)
+    }
+}
+
+impl Serialize for Message {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 impl fmt::Display for Reason {
@@ -465,12 +561,10 @@ pub fn decide_many(
         state.consecutive_failures = state.consecutive_failures.saturating_add(1);
         state.history.hold(now, cur);
         let message = if multi {
-            format!(
-                "no sample from any of the {} queues; holding at {cur}",
-                queues.len()
-            )
+            let n = queues.len();
+            msg!("no sample from any of the {n} queues; holding at {cur}")
         } else {
-            format!("no sample; holding at {cur}")
+            msg!("no sample; holding at {cur}")
         };
         reasons.push(Reason {
             step: Step::MissingData,
@@ -514,7 +608,7 @@ pub fn decide_many(
                     }
                 };
                 let qs = &mut state.queues[i].1;
-                let note = multi.then(|| format!("of {cur} replicas, {basis}"));
+                let note = multi.then(|| msg!("of {cur} replicas, {basis}"));
                 queue_step1(q, qs, f, note, current, now)
             })
             .collect();
@@ -556,16 +650,17 @@ pub fn decide_many(
         .map_or(policy.max_replicas, |n| n.min(policy.max_replicas));
     let mut replicas = unbounded.clamp(policy.min_replicas.min(cap), cap);
     if replicas != unbounded {
-        let which = if unbounded > cap && cap < policy.max_replicas {
-            format!("max_parallelism {cap} (no more workers can be busy at once)")
+        let (max, min) = (policy.max_replicas, policy.min_replicas);
+        let which = if unbounded > cap && cap < max {
+            msg!("max_parallelism {cap} (no more workers can be busy at once)")
         } else if unbounded > cap {
-            format!("max_replicas {}", policy.max_replicas)
+            msg!("max_replicas {max}")
         } else {
-            format!("min_replicas {}", policy.min_replicas)
+            msg!("min_replicas {min}")
         };
         reasons.push(Reason {
             step: Step::Bounds,
-            message: format!("{unbounded} clamped to {which} -> {replicas}"),
+            message: msg!("{unbounded} clamped to {which} -> {replicas}"),
         });
     }
 
@@ -585,17 +680,18 @@ pub fn decide_many(
             FallbackAction::CurrentIfHigher => replicas.max(cur).max(fb.replicas),
         }
         .clamp(policy.min_replicas, policy.max_replicas);
+        let fr = fb.replicas;
         let action = match (fb.action, measured) {
-            (FallbackAction::Hold, _) => "hold".to_string(),
-            (FallbackAction::Replicas, Some(m)) if m > fb.replicas => {
-                format!("replicas {} (measured signals ask for {m})", fb.replicas)
+            (FallbackAction::Hold, _) => Message::from("hold"),
+            (FallbackAction::Replicas, Some(m)) if m > fr => {
+                msg!("replicas {fr} (measured signals ask for {m})")
             }
-            (FallbackAction::Replicas, _) => format!("replicas {}", fb.replicas),
-            (FallbackAction::CurrentIfHigher, _) => format!("current_if_higher {}", fb.replicas),
+            (FallbackAction::Replicas, _) => msg!("replicas {fr}"),
+            (FallbackAction::CurrentIfHigher, _) => msg!("current_if_higher {fr}"),
         };
         reasons.push(Reason {
             step: Step::Fallback,
-            message: format!("{n} failed or stale samples in a row; {action} -> {target}"),
+            message: msg!("{n} failed or stale samples in a row; {action} -> {target}"),
         });
         replicas = target;
     }
@@ -605,7 +701,7 @@ pub fn decide_many(
     if policy.paused && replicas != cur {
         reasons.push(Reason {
             step: Step::Pause,
-            message: format!("paused; would scale to {replicas}, keeping {cur}"),
+            message: msg!("paused; would scale to {replicas}, keeping {cur}"),
         });
         replicas = cur;
     }
@@ -716,15 +812,16 @@ struct Share {
     replicas: f64,
     /// How the share was found (`None` with one queue: it is the whole
     /// pool).
-    note: Option<String>,
+    note: Option<Message>,
 }
 
 impl Share {
     /// `6` with one queue, `2.5 (of 6 replicas, split by ...)` with several.
-    fn describe(&self) -> String {
-        match &self.note {
-            None => num(self.replicas).to_string(),
-            Some(n) => format!("{} ({n})", num(self.replicas)),
+    fn describe(&self) -> Message {
+        let r = self.replicas;
+        match self.note.clone() {
+            None => msg!("{}", num(r)),
+            Some(n) => msg!("{} ({n})", num(r)),
         }
     }
 }
@@ -824,7 +921,7 @@ fn queue_step1(
     q: &QueueSample,
     qs: &mut QueueState,
     fraction: f64,
-    note: Option<String>,
+    note: Option<Message>,
     current: Replicas,
     now: Instant,
 ) -> QueueOutcome {
@@ -846,7 +943,7 @@ fn queue_step1(
             proposals: Vec::new(),
             reasons: vec![Reason {
                 step: Step::MissingData,
-                message: format!("no sample; not scaling down below {cur}"),
+                message: msg!("no sample; not scaling down below {cur}"),
             }],
             share: share.replicas,
         };
@@ -910,7 +1007,8 @@ fn combined(
         reasons.extend(o.reasons.iter().map(|r| Reason {
             step: r.step,
             message: if multi {
-                format!("{}: {}", q.name, r.message)
+                let (name, m) = (q.name.to_string(), r.message.clone());
+                msg!("{name}: {m}")
             } else {
                 r.message.clone()
             },
@@ -939,14 +1037,13 @@ fn combined(
             Combine::Sum => ("sum", " + "),
             Combine::Max => ("largest", ", "),
         };
+        // Several queues are the rare case: their terms are written now.
+        let terms = terms.join(sep);
+        let n = queues.len();
+        let total = ceil_replicas(raw);
         reasons.push(Reason {
             step: Step::Combine,
-            message: format!(
-                "{what} of {} queues: {} -> {}",
-                queues.len(),
-                terms.join(sep),
-                ceil_replicas(raw)
-            ),
+            message: msg!("{what} of {n} queues: {terms} -> {total}"),
         });
     }
     Step1 {
@@ -975,7 +1072,7 @@ fn signals(
     let mut floor_at_current = false;
 
     let mut propose =
-        |signal: &'static str, raw: Option<f64>, message: String, reasons: &mut Vec<Reason>| {
+        |signal: &'static str, raw: Option<f64>, message: Message, reasons: &mut Vec<Reason>| {
             proposals.push(Proposal {
                 signal,
                 replicas: raw.map(ceil_replicas),
@@ -996,7 +1093,7 @@ fn signals(
         match inp.backlog {
             Some(b) => {
                 let raw = b as f64 / mpr;
-                let asked = format!(
+                let asked = msg!(
                     "backlog {b} / {} per replica -> {}",
                     num(mpr),
                     ceil_replicas(raw)
@@ -1006,7 +1103,7 @@ fn signals(
                         propose(
                             "backlog",
                             Some(budget.replicas),
-                            format!("{asked}; {budget}"),
+                            msg!("{asked}; {budget}"),
                             reasons,
                         );
                     }
@@ -1016,7 +1113,12 @@ fn signals(
             None => {
                 stale = true;
                 floor_at_current = true;
-                propose("backlog", None, "backlog not measured".into(), reasons);
+                propose(
+                    "backlog",
+                    None,
+                    Message::from("backlog not measured"),
+                    reasons,
+                );
             }
         }
     }
@@ -1040,20 +1142,22 @@ fn signals(
                 } else {
                     ""
                 };
-                let util = if tp.target_utilization < 1.0 {
-                    format!(" / utilization {}", num(tp.target_utilization))
+                let u = tp.target_utilization;
+                let util = if u < 1.0 {
+                    msg!(" / utilization {}", num(u))
                 } else {
-                    String::new()
+                    Message::from("")
                 };
+                let drain_within = tp.drain_within;
                 propose(
                     "throughput",
                     Some(raw),
-                    format!(
+                    msg!(
                         "{lam}arrivals {} msg/s x {} s/msg{learned}{util} + backlog {b} x {} s / {} -> {}",
                         num(lambda),
                         num(s),
                         num(s),
-                        secs(tp.drain_within),
+                        secs(drain_within),
                         ceil_replicas(raw)
                     ),
                     reasons,
@@ -1064,7 +1168,9 @@ fn signals(
                 propose(
                     "throughput",
                     None,
-                    "throughput not yet learned (on by default beside max_message_age)".into(),
+                    Message::from(
+                        "throughput not yet learned (on by default beside max_message_age)",
+                    ),
                     reasons,
                 );
             }
@@ -1088,7 +1194,7 @@ fn signals(
                 propose(
                     "throughput",
                     None,
-                    format!("throughput unknown: no {missing}"),
+                    msg!("throughput unknown: no {missing}"),
                     reasons,
                 );
             }
@@ -1107,7 +1213,7 @@ fn signals(
                 propose(
                     "age",
                     None,
-                    "oldest message age not measured and not yet estimated".into(),
+                    Message::from("oldest message age not measured and not yet estimated"),
                     reasons,
                 );
             }
@@ -1118,7 +1224,7 @@ fn signals(
                 propose(
                     "age",
                     Some(0.0),
-                    format!(
+                    msg!(
                         "oldest message {}{est} within objective {}",
                         secs(age),
                         secs(max_age)
@@ -1130,13 +1236,14 @@ fn signals(
                 Some(ready) if ready < cur => propose(
                     "age",
                     Some(share.replicas),
-                    format!(
-                        "oldest message {}{est} over objective {}; waiting for {} starting replicas -> {}",
-                        secs(age),
-                        secs(max_age),
-                        cur - ready,
-                        share.describe()
-                    ),
+                    {
+                        let (starting, share) = (cur - ready, share.describe());
+                        msg!(
+                            "oldest message {}{est} over objective {}; waiting for {starting} starting replicas -> {share}",
+                            secs(age),
+                            secs(max_age),
+                        )
+                    },
                     reasons,
                 ),
                 _ => {
@@ -1145,14 +1252,16 @@ fn signals(
                     propose(
                         "age",
                         Some(raw),
-                        format!(
-                            "oldest message {}{est} over objective {}: {} x {} -> {}",
-                            secs(age),
-                            secs(max_age),
-                            share.describe(),
-                            num(ratio),
-                            ceil_replicas(raw)
-                        ),
+                        {
+                            let share = share.describe();
+                            msg!(
+                                "oldest message {}{est} over objective {}: {share} x {} -> {}",
+                                secs(age),
+                                secs(max_age),
+                                num(ratio),
+                                ceil_replicas(raw)
+                            )
+                        },
                         reasons,
                     );
                 }
@@ -1165,7 +1274,7 @@ fn signals(
     {
         reasons.push(Reason {
             step: Step::Signal,
-            message: format!("largest proposal: {winner} -> {}", ceil_replicas(raw)),
+            message: msg!("largest proposal: {winner} -> {}", ceil_replicas(raw)),
         });
     }
     Signals {
@@ -1200,13 +1309,14 @@ fn settle(
         && desired != cur
     {
         let ratio = raw / f64::from(cur);
-        if (ratio - 1.0).abs() <= policy.tolerance {
+        let tolerance = policy.tolerance;
+        if (ratio - 1.0).abs() <= tolerance {
             reasons.push(Reason {
                 step: Step::Tolerance,
-                message: format!(
+                message: msg!(
                     "{} is within {}% of {cur}; keeping {cur}",
                     num(raw),
-                    num(policy.tolerance * 100.0)
+                    num(tolerance * 100.0)
                 ),
             });
             desired = cur;
@@ -1226,7 +1336,7 @@ fn settle(
     if floor_at_current && desired < cur {
         reasons.push(Reason {
             step: Step::MissingData,
-            message: format!("a signal has no data; not scaling down below {cur}"),
+            message: msg!("a signal has no data; not scaling down below {cur}"),
         });
         desired = cur;
     }
@@ -1239,24 +1349,21 @@ fn settle(
             pool.activity.is_none_or(|a| a > 0) || pool.oldest_age.is_some_and(|a| !a.is_zero());
         if cur == 0 {
             let b = pool.backlog.unwrap_or(0);
-            if b > policy.activation_backlog {
+            let activation = policy.activation_backlog;
+            if b > activation {
                 if desired == 0 {
                     desired = 1;
                 }
                 reasons.push(Reason {
                     step: Step::Activation,
-                    message: format!(
-                        "backlog {b} > activation_backlog {}; waking -> {desired}",
-                        policy.activation_backlog
+                    message: msg!(
+                        "backlog {b} > activation_backlog {activation}; waking -> {desired}"
                     ),
                 });
             } else if desired > 0 {
                 reasons.push(Reason {
                     step: Step::Activation,
-                    message: format!(
-                        "backlog {b} <= activation_backlog {}; staying at 0",
-                        policy.activation_backlog
-                    ),
+                    message: msg!("backlog {b} <= activation_backlog {activation}; staying at 0"),
                 });
                 desired = 0;
             }
@@ -1265,20 +1372,21 @@ fn settle(
                 .last_active
                 .map(|t| now.saturating_duration_since(t))
                 .unwrap_or_default();
-            if busy || idle < policy.scale_to_zero_after {
+            let after = policy.scale_to_zero_after;
+            if busy || idle < after {
                 reasons.push(Reason {
                     step: Step::Activation,
-                    message: format!(
+                    message: msg!(
                         "idle for {} of {}; keeping 1 until then",
                         secs(idle),
-                        secs(policy.scale_to_zero_after)
+                        secs(after)
                     ),
                 });
                 desired = 1;
             } else {
                 reasons.push(Reason {
                     step: Step::Activation,
-                    message: format!("idle for {}; scaling to zero", secs(idle)),
+                    message: msg!("idle for {}; scaling to zero", secs(idle)),
                 });
                 to_zero = true;
             }
@@ -1306,7 +1414,7 @@ fn settle(
         let pick = if dir == "up" { "lowest" } else { "highest" };
         reasons.push(Reason {
             step: Step::Stabilization,
-            message: format!(
+            message: msg!(
                 "{before} stabilized by the {pick} recommendation in the last {} ({dir}) -> {desired}",
                 secs(window)
             ),
@@ -1338,7 +1446,7 @@ fn settle(
             settling = true;
             reasons.push(Reason {
                 step: Step::Stabilization,
-                message: format!(
+                message: msg!(
                     "still falling: {} from now the down-window's highest recommendation will be {ahead}; \
                      keeping {cur} until it settles (one step down, not a staircase of cooldowns)",
                     secs(SETTLE_LOOKAHEAD)
@@ -1365,7 +1473,7 @@ fn settle(
         let dir = if desired > cur { "up" } else { "down" };
         reasons.push(Reason {
             step: Step::RateLimit,
-            message: format!(
+            message: msg!(
                 "last change {} ago, within the {dir} cooldown {}; keeping {cur} (would be {desired})",
                 secs(since),
                 secs(cooldown)
@@ -1376,24 +1484,20 @@ fn settle(
     if desired > cur {
         let limit = state.history.scale_up_limit(cur, now, &policy.scale_up);
         if desired > limit {
+            let limits = describe_limits(&policy.scale_up, "+");
             reasons.push(Reason {
                 step: Step::RateLimit,
-                message: format!(
-                    "scale-up limited to {} -> {limit}",
-                    describe_limits(&policy.scale_up, "+")
-                ),
+                message: msg!("scale-up limited to {limits} -> {limit}"),
             });
             desired = limit;
         }
     } else if desired < cur {
         let limit = state.history.scale_down_limit(cur, now, &policy.scale_down);
         if desired < limit {
+            let limits = describe_limits(&policy.scale_down, "-");
             reasons.push(Reason {
                 step: Step::RateLimit,
-                message: format!(
-                    "scale-down limited to {} -> {limit}",
-                    describe_limits(&policy.scale_down, "-")
-                ),
+                message: msg!("scale-down limited to {limits} -> {limit}"),
             });
             desired = limit;
         }
@@ -1401,30 +1505,51 @@ fn settle(
     desired
 }
 
-fn describe_limits(b: &Behavior, sign: &str) -> String {
+/// A direction's rate limits in words, e.g. `+4 pods per 15s` or
+/// `max(+100% per 15s, +4 pods per 15s)`.
+fn describe_limits(b: &Behavior, sign: &'static str) -> Message {
     if b.select == SelectPolicy::Disabled {
-        return "nothing (disabled)".into();
+        return Message::from("nothing (disabled)");
     }
-    let parts: Vec<String> = b
-        .limits
-        .iter()
-        .map(|l| {
-            let amount = match l.amount {
-                LimitAmount::Pods(n) => format!("{sign}{n} pods"),
-                LimitAmount::Percent(p) => format!("{sign}{p}%"),
-            };
-            format!("{amount} per {}", secs(l.period))
-        })
-        .collect();
-    let sel = if b.select == SelectPolicy::Min {
-        "min"
-    } else {
-        "max"
+    let limits = Limits {
+        select: b.select,
+        limits: b.limits.clone(),
+        sign,
     };
-    if parts.len() > 1 {
-        format!("{sel}({})", parts.join(", "))
-    } else {
-        parts.join("")
+    msg!("{limits}")
+}
+
+struct Limits {
+    select: SelectPolicy,
+    limits: Vec<RateLimit>,
+    sign: &'static str,
+}
+
+impl fmt::Display for Limits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let several = self.limits.len() > 1;
+        if several {
+            f.write_str(if self.select == SelectPolicy::Min {
+                "min("
+            } else {
+                "max("
+            })?;
+        }
+        for (i, l) in self.limits.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            let sign = self.sign;
+            match l.amount {
+                LimitAmount::Pods(n) => write!(f, "{sign}{n} pods")?,
+                LimitAmount::Percent(p) => write!(f, "{sign}{p}%")?,
+            }
+            write!(f, " per {}", secs(l.period))?;
+        }
+        if several {
+            f.write_str(")")?;
+        }
+        Ok(())
     }
 }
 

@@ -495,7 +495,7 @@ fn a_step_down_waits_for_a_falling_recommendation_to_settle() {
             assert!(
                 d.reasons
                     .iter()
-                    .any(|r| r.message.starts_with("still falling")),
+                    .any(|r| r.message.to_string().starts_with("still falling")),
                 "t={t}: {:?}",
                 d.reasons
             );
@@ -538,7 +538,7 @@ fn a_step_down_waits_for_a_settling_count_at_most_one_down_window() {
         if first_wait.is_none()
             && d.reasons
                 .iter()
-                .any(|r| r.message.starts_with("still falling"))
+                .any(|r| r.message.to_string().starts_with("still falling"))
         {
             first_wait = Some(t);
         }
@@ -669,7 +669,7 @@ fn an_age_objective_brings_a_learned_throughput_signal_that_is_silent_until_lear
     assert!(
         d.reasons
             .iter()
-            .any(|r| r.message.contains("throughput not yet learned")),
+            .any(|r| r.message.to_string().contains("throughput not yet learned")),
         "{:?}",
         d.reasons
     );
@@ -884,7 +884,10 @@ fn an_estimated_age_over_the_objective_scales_up() {
     assert!(age >= s(120) && age <= s(135), "{age:?}");
     assert!(d.replicas > 4, "{:?}", d.reasons);
     assert!(
-        d.reasons[0].message.contains("(estimated) over objective"),
+        d.reasons[0]
+            .message
+            .to_string()
+            .contains("(estimated) over objective"),
         "{:?}",
         d.reasons
     );
@@ -1553,4 +1556,28 @@ proptest! {
             c = one.replicas;
         }
     }
+}
+
+#[test]
+fn a_reason_reads_the_values_it_was_made_with_however_often_it_is_read() {
+    let mut n = 3;
+    let m = msg!("{n} of {}", secs(Duration::from_millis(1500)));
+    n += 1;
+    assert_eq!(n, 4);
+    assert_eq!(m.to_string(), "3 of 1s");
+    assert_eq!(m.to_string(), "3 of 1s");
+    assert_eq!(m, "3 of 1s");
+    assert!(!m.reads("3 of 1"));
+    assert!(!m.reads("3 of 1s and more"));
+    assert_eq!(m.clone(), Message::from("3 of 1s"));
+    assert_eq!(format!("{m:?}"), "\"3 of 1s\"");
+    let r = Reason {
+        step: Step::Bounds,
+        message: m,
+    };
+    assert_eq!(
+        serde_json::to_string(&r).ok().as_deref(),
+        Some(r#"{"step":"bounds","message":"3 of 1s"}"#)
+    );
+    assert_eq!(r.to_string(), "bounds: 3 of 1s");
 }
