@@ -42,7 +42,9 @@ use crate::policy::{
     queue_setting_warnings,
 };
 use crate::sources::SourceConfig;
-use crate::status::{ActionStatus, ErrorStatus, QueueStatus, ScalerStatus, StatusBoard, unix};
+use crate::status::{
+    ActionStatus, ErrorStatus, QueueStatus, ScalerStatus, StatusBoard, StatusSlot, unix,
+};
 use crate::timeline::{self, Signal};
 
 /// How often a scaler re-checks for other controllers on its target.
@@ -214,6 +216,8 @@ pub struct Scaler {
     rt: Arc<Runtime>,
     /// This scaler's metric values, found once.
     cell: ScalerCell,
+    /// This scaler's status and timeline, found once.
+    slot: StatusSlot,
     queues: Vec<QueueRuntime>,
     combine: Combine,
     target: Option<Arc<dyn ScaleTarget>>,
@@ -272,7 +276,7 @@ impl Scaler {
                 })
                 .collect();
         }
-        rt.status.put(st);
+        let slot = rt.status.put(st);
         let mut kinds = queues.iter().map(|q| q.kind);
         rt.metrics
             .init_scaler(&cfg.name, kinds.next().unwrap_or("none"), cfg.target.kind());
@@ -282,6 +286,7 @@ impl Scaler {
         let cell = rt.metrics.scaler_cell(&cfg.name);
         Scaler {
             cell,
+            slot,
             combine: cfg.combine(),
             cfg: Arc::new(cfg),
             defaults,
@@ -658,9 +663,7 @@ impl Scaler {
                 for w in &warnings {
                     tracing::warn!(scaler = %self.cfg.name, "{w}");
                 }
-                self.rt
-                    .status
-                    .update(&self.cfg.name, |s| s.warnings = warnings);
+                self.slot.update(|s| s.warnings = warnings);
             }
             Err(e) => {
                 tracing::debug!(scaler = %self.cfg.name, error = %e, "could not check for other controllers");
@@ -824,19 +827,16 @@ impl Scaler {
             Vec::new()
         };
         let dry_run = self.dry_run();
-        self.rt.status.record_poll(
-            name,
-            &timeline_poll(
-                unix(now_wall),
-                sample.as_ref().ok(),
-                current.as_ref().ok(),
-                decision,
-                action.as_ref(),
-                error.is_some(),
-            ),
-        );
+        self.slot.record_poll(&timeline_poll(
+            unix(now_wall),
+            sample.as_ref().ok(),
+            current.as_ref().ok(),
+            decision,
+            action.as_ref(),
+            error.is_some(),
+        ));
         let decided = decision.is_some();
-        self.rt.status.update(name, |st| {
+        self.slot.update(|st| {
             st.last_poll = Some(unix(now_wall));
             st.leader = leader;
             st.dry_run = dry_run;
