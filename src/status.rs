@@ -1,8 +1,9 @@
 //! What each scaler last saw and decided, for /status, /readyz and `once`.
 //!
-//! The control loop writes one [`ScalerStatus`] per poll; the HTTP handlers
-//! read them. A plain `RwLock` suffices: a write is a struct copy, a read is
-//! a clone for serialization, and neither ever waits on I/O.
+//! The control loop writes one [`ScalerStatus`] per poll, through the
+//! scaler's own [`StatusSlot`]; the HTTP handlers find slots by name and
+//! read them. Plain locks suffice: a write is a struct copy, a read is a
+//! clone for serialization, and neither ever waits on I/O.
 //!
 //! Each scaler's [`Timeline`] (its recent history) is kept beside its
 //! status, not in it: /status need not clone an hour of history on every
@@ -267,24 +268,9 @@ impl StatusBoard {
         self.slots.read().ok()?.get(name).cloned()
     }
 
-    /// Change one scaler's status in place (no-op if it is unknown).
-    pub fn update(&self, name: &str, f: impl FnOnce(&mut ScalerStatus)) {
-        if let Some(slot) = self.slot(name) {
-            slot.update(f);
-        }
-    }
-
     pub fn remove(&self, name: &str) {
         if let Ok(mut m) = self.slots.write() {
             m.remove(name);
-        }
-    }
-
-    /// Add a poll to a known scaler's timeline (no-op if it is unknown, so
-    /// a poll racing a reload that removed its scaler leaves nothing behind).
-    pub fn record_poll(&self, name: &str, poll: &Poll) {
-        if let Some(slot) = self.slot(name) {
-            slot.record_poll(poll);
         }
     }
 
@@ -334,23 +320,6 @@ pub fn unix(t: SystemTime) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_timeline_outlives_a_restart_of_its_scaler_but_not_its_removal() {
-        let board = StatusBoard::new();
-        let st = ScalerStatus::new("a", "demo", "demo", Duration::from_secs(1));
-        board.record_poll("a", &Poll::default());
-        assert!(
-            board.history("a").is_none(),
-            "unknown scalers record nothing"
-        );
-        board.put(st.clone());
-        board.record_poll("a", &Poll::default());
-        board.put(st);
-        assert_eq!(board.history("a").map(|h| h.points.len()), Some(1));
-        board.remove("a");
-        assert!(board.history("a").is_none());
-    }
 
     #[test]
     fn a_scaler_writes_through_its_slot_until_a_reload_removes_it() {
