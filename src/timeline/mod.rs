@@ -156,11 +156,14 @@ struct Point {
     signal: u8,
 }
 
-/// A bucket of polls older than the full-resolution window: 80 bytes.
+/// A bucket of polls older than the full-resolution window: 72 bytes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Bucket {
-    start: f64,
-    polls: u32,
+    /// Its start in whole [`BUCKET`]s since the Unix epoch (a bucket starts
+    /// on one), good until the year 10 000.
+    start: u32,
+    /// Polls folded into it (saturating: at most one [`BUCKET`] of them).
+    polls: u16,
     min: [f32; RANGED.len()],
     max: [f32; RANGED.len()],
     last: [f32; SERIES],
@@ -354,10 +357,12 @@ impl Timeline {
     }
 
     fn fold(&mut self, p: Point) {
-        let start = (self.unix(&p) / BUCKET).floor() * BUCKET;
+        // Saturating casts: a clock before 1970 or past the range lands in
+        // the first or last bucket, never wraps.
+        let start = (self.unix(&p) / BUCKET).floor() as u32;
         match self.buckets.back_mut() {
             Some(b) if start <= b.start => {
-                b.polls += 1;
+                b.polls = b.polls.saturating_add(1);
                 for (i, s) in RANGED.iter().enumerate() {
                     b.min[i] = fmin(b.min[i], p.v[*s as usize]);
                     b.max[i] = fmax(b.max[i], p.v[*s as usize]);
@@ -542,8 +547,8 @@ impl BucketView {
             last: count(b.last[s as usize]),
         };
         BucketView {
-            start: b.start,
-            polls: b.polls,
+            start: f64::from(b.start) * BUCKET,
+            polls: u32::from(b.polls),
             backlog: counts(S::Backlog),
             oldest_age_seconds: Range {
                 min: measure(b.min[at(S::OldestAge)]),

@@ -71,7 +71,7 @@ fn a_day_of_one_second_polls_stays_within_the_point_and_byte_bounds() {
         Timeline::max_bytes()
     );
     assert_eq!(std::mem::size_of::<Point>(), 40);
-    assert_eq!(std::mem::size_of::<Bucket>(), 80);
+    assert_eq!(std::mem::size_of::<Bucket>(), 72);
 }
 
 #[test]
