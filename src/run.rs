@@ -12,7 +12,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -63,11 +63,62 @@ pub struct RunOptions {
     pub time_scale: TimeScale,
 }
 
-fn file_fingerprint(path: &Path) -> Option<u64> {
-    let bytes = std::fs::read(path).ok()?;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    Some(h.finish())
+/// What the reload watcher last saw of the config file. Its metadata is
+/// read every check; its content only when the metadata moved (an edit
+/// changes the size or the modification time, a ConfigMap update swaps in
+/// a new file), so a config of thousands of scalers is not read and
+/// hashed every two seconds for nothing.
+struct Watched {
+    path: PathBuf,
+    stat: Option<(u64, u64, u64, Option<SystemTime>)>,
+    hash: Option<u64>,
+}
+
+impl Watched {
+    fn new(path: &Path) -> Watched {
+        let mut w = Watched {
+            path: path.to_path_buf(),
+            stat: None,
+            hash: None,
+        };
+        w.refresh();
+        w
+    }
+
+    /// Take the file as it is now as the one running (after a reload).
+    fn refresh(&mut self) {
+        self.stat = self.read_stat();
+        self.hash = self.read_hash();
+    }
+
+    /// Whether the file's content differs from what was last seen; a
+    /// rewrite with the same content is no change.
+    fn changed(&mut self) -> bool {
+        let stat = self.read_stat();
+        if stat.is_some() && stat == self.stat {
+            return false;
+        }
+        self.stat = stat;
+        let hash = self.read_hash();
+        if hash == self.hash {
+            return false;
+        }
+        self.hash = hash;
+        true
+    }
+
+    fn read_stat(&self) -> Option<(u64, u64, u64, Option<SystemTime>)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&self.path).ok()?;
+        Some((m.dev(), m.ino(), m.len(), m.modified().ok()))
+    }
+
+    fn read_hash(&self) -> Option<u64> {
+        let bytes = std::fs::read(&self.path).ok()?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut h);
+        Some(h.finish())
+    }
 }
 
 /// Run the daemon until SIGTERM or SIGINT.
@@ -130,7 +181,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut term = sig(SignalKind::terminate())?;
     let mut int = sig(SignalKind::interrupt())?;
     let mut hup = sig(SignalKind::hangup())?;
-    let mut fingerprint = file_fingerprint(&opts.config);
+    let mut watched = Watched::new(&opts.config);
     let mut tick = tokio::time::interval(RELOAD_CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -141,13 +192,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             _ = hup.recv() => {
                 // Coalesce a storm of SIGHUPs into one reload.
                 while tokio::time::timeout(Duration::from_millis(50), hup.recv()).await.is_ok() {}
-                fingerprint = file_fingerprint(&opts.config);
+                watched.refresh();
                 reload(&mut daemon, &opts.config, "SIGHUP");
             }
             _ = tick.tick() => {
-                let now = file_fingerprint(&opts.config);
-                if now != fingerprint {
-                    fingerprint = now;
+                if watched.changed() {
                     reload(&mut daemon, &opts.config, "config file changed");
                 }
             }
@@ -548,4 +597,41 @@ pub fn render_once_text(r: &OnceReport) -> String {
         s.push_str(&format!("  error: {e}\n"));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reload_watcher_sees_edits_and_swapped_files_but_not_a_rewrite_of_the_same_text() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("qscale.toml");
+        std::fs::write(&path, "a = 1\n").expect("write");
+        let mut w = Watched::new(&path);
+        assert!(!w.changed(), "nothing happened");
+
+        // Same size, new text: the modification time moved.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&path, "a = 2\n").expect("write");
+        assert!(w.changed());
+        assert!(!w.changed(), "seen once");
+
+        // Rewritten with the same text: metadata moved, content did not.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&path, "a = 2\n").expect("write");
+        assert!(!w.changed());
+
+        // A ConfigMap update: a new file renamed over the old one.
+        let next = dir.path().join("next.toml");
+        std::fs::write(&next, "a = 3\n").expect("write");
+        std::fs::rename(&next, &path).expect("rename");
+        assert!(w.changed());
+
+        // Gone, then back: both are changes.
+        std::fs::remove_file(&path).expect("remove");
+        assert!(w.changed());
+        std::fs::write(&path, "a = 3\n").expect("write");
+        assert!(w.changed());
+    }
 }
