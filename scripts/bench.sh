@@ -5,6 +5,7 @@
 #   scripts/bench.sh simulate   criterion: the simulator
 #   scripts/bench.sh reaction   first message -> scale write on a real apiserver
 #   scripts/bench.sh footprint  RSS and CPU of `qscale run` with 1,000 demo scalers
+#   scripts/bench.sh poll-cost  the daemon's own instructions per demo poll (callgrind)
 #   scripts/bench.sh control [trace] [--smoke]
 #                               qscale run vs a KEDA+HPA model on a real queue (a Redis
 #                               list; QSCALE_BENCH_QUEUE=sqs for moto) and a real
@@ -39,5 +40,6 @@ case "${1:-}" in
       cargo test --test control_bench -- --ignored --nocapture
     ;;
   footprint) bash scripts/footprint.sh "${2:-1000}" "${3:-60}" ;;
-  *) echo "usage: $0 {policy|simulate|reaction|control [trace] [--smoke]|footprint [scalers] [seconds]}" >&2; exit 2 ;;
+  poll-cost) bash scripts/poll-cost.sh "${2:-300}" "${3:-30}" ;;
+  *) echo "usage: $0 {policy|simulate|reaction|control [trace] [--smoke]|footprint [scalers] [seconds]|poll-cost [scalers] [seconds]}" >&2; exit 2 ;;
 esac

@@ -21,31 +21,7 @@ fi
 DIR="$(mktemp -d)"
 trap 'kill "$PID" 2>/dev/null || true; rm -rf "$DIR"' EXIT
 CFG="$DIR/footprint.toml"
-{
-  printf '[server]\nlisten = "127.0.0.1:%s"\n[defaults]\npoll_interval = "1s"\n' "$PORT"
-  for i in $(seq 1 "$N"); do
-    cat <<TOML
-[[scaler]]
-name = "demo-$i"
-[scaler.source]
-kind = "demo"
-queue = "q$i"
-pattern = "burst:base=1,size=200,at=$((i % 60))s,every=2m"
-[scaler.target]
-kind = "demo"
-queue = "q$i"
-seconds_per_message = 0.5
-startup_delay = "5s"
-[scaler.policy]
-min_replicas = 1
-max_replicas = 20
-messages_per_replica = 20
-max_message_age = "30s"
-[scaler.policy.scale_down]
-stabilization = "20s"
-TOML
-  done
-} >"$CFG"
+bash scripts/demo-config.sh "$N" "$PORT" >"$CFG"
 "$BIN" check "$CFG" | tail -1
 RUST_LOG=warn "$BIN" run --config "$CFG" 2>"$DIR/log" &
 PID=$!
