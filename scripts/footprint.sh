@@ -12,12 +12,7 @@ cd "$(dirname "$0")/.."
 N="${1:-1000}"
 SECS="${2:-60}"
 PORT="${3:-19090}"
-if [[ -n "${QSCALE_BIN:-}" ]]; then
-  BIN="$QSCALE_BIN"
-else
-  cargo build --release --quiet
-  BIN=target/release/qscale
-fi
+BIN="$(bash scripts/release-bin.sh)"
 DIR="$(mktemp -d)"
 trap 'kill "$PID" 2>/dev/null || true; rm -rf "$DIR"' EXIT
 CFG="$DIR/footprint.toml"

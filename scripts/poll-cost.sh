@@ -19,12 +19,7 @@ WARMUP=25
 for tool in valgrind callgrind_control callgrind_annotate; do
   command -v "$tool" >/dev/null || { echo "poll-cost: $tool not found (apt-get install valgrind)" >&2; exit 1; }
 done
-if [[ -n "${QSCALE_BIN:-}" ]]; then
-  BIN="$QSCALE_BIN"
-else
-  cargo build --release --quiet
-  BIN=target/release/qscale
-fi
+BIN="$(bash scripts/release-bin.sh)"
 DIR="$(mktemp -d)"
 PID=""
 trap '[[ -n "$PID" ]] && kill -9 "$PID" 2>/dev/null; rm -rf "$DIR"' EXIT
